@@ -1,0 +1,39 @@
+process CELL2LOCATION_VALIDATE {
+    tag "samplesheet"
+    label 'process_single'
+
+    input:
+    path samplesheet        // may be [] when --input was not given; the validator then reports it
+    path params_json
+    path pipeline_schema
+    path input_schema
+    val  base_dir
+
+    output:
+    path 'validated_samplesheet.csv', emit: samplesheet
+    tuple val("${task.process}"), val('cell2location-nf'), eval('cell2location-nf --version | sed "s/.*version //"'), topic: versions, emit: versions_cell2location
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def args  = task.ext.args ?: ''
+    def sheet = samplesheet ? "--samplesheet '${samplesheet}'" : ''
+    """
+    export HOME="\$PWD" MPLCONFIGDIR="\$PWD/.config/matplotlib" NUMBA_CACHE_DIR="\$PWD/.cache/numba"
+
+    cell2location-nf validate \\
+        --params '${params_json}' \\
+        ${sheet} \\
+        --pipeline-schema '${pipeline_schema}' \\
+        --input-schema '${input_schema}' \\
+        --base-dir '${base_dir}' \\
+        --output validated_samplesheet.csv \\
+        ${args}
+    """
+
+    stub:
+    """
+    echo "sample,spaceranger_dir,h5ad,batch,n_cells_per_location,hd_bin_size" > validated_samplesheet.csv
+    """
+}

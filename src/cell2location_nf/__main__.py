@@ -1,0 +1,5 @@
+"""Allow ``python -m cell2location_nf``."""
+
+from .cli import main
+
+main()

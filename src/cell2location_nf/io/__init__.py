@@ -1,0 +1,1 @@
+"""Readers and writers for reference and spatial data."""

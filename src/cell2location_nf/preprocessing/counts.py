@@ -1,0 +1,37 @@
+"""Check that a matrix holds raw UMI counts: finite, non-negative integers."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import InputError
+
+RAW_COUNTS_HINT = (
+    "cell2location needs raw integer UMI counts (not normalised, log-transformed or scaled data)"
+)
+
+
+def check_raw_counts(x: np.ndarray | sp.spmatrix, source: str, hint: str = "") -> None:
+    """Raise :class:`InputError` naming ``source`` and the first bad value if ``x`` is not raw counts."""
+    values = x.data if sp.issparse(x) else np.asarray(x).ravel()
+    values = np.asarray(values)
+    if not np.issubdtype(values.dtype, np.number):
+        raise InputError(f"{source}: counts have non-numeric type {values.dtype}; {RAW_COUNTS_HINT}.")
+    suffix = f" {hint}" if hint else ""
+    nonfinite = ~np.isfinite(values)
+    if nonfinite.any():
+        raise InputError(
+            f"{source}: {int(nonfinite.sum())} count value(s) are NaN or infinite; {RAW_COUNTS_HINT}.{suffix}"
+        )
+    if values.size and values.min() < 0:
+        raise InputError(
+            f"{source}: {int((values < 0).sum())} count value(s) are negative (minimum {values.min():g}); "
+            f"{RAW_COUNTS_HINT}.{suffix}"
+        )
+    fractional = values != np.round(values)
+    if fractional.any():
+        raise InputError(
+            f"{source}: {int(fractional.sum())} count value(s) are not integers (e.g. "
+            f"{values[fractional][0]:g}); {RAW_COUNTS_HINT}.{suffix}"
+        )

@@ -1,0 +1,1 @@
+"""Deterministic synthetic data: the test profile's inputs and the tests' fixtures."""

@@ -1,0 +1,1 @@
+"""Validate pipeline parameters and the samplesheet against the JSON schemas before any heavy task."""

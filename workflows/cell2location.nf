@@ -1,0 +1,76 @@
+/*
+    The analysis DAG: validate inputs, prepare the reference once, prepare each spatial sample.
+*/
+
+include { CELL2LOCATION_VALIDATE          } from '../modules/local/cell2location/validate/main'
+include { CELL2LOCATION_PREPAREREFERENCE  } from '../modules/local/cell2location/preparereference/main'
+include { CELL2LOCATION_PREPARESPATIAL    } from '../modules/local/cell2location/preparespatial/main'
+
+workflow CELL2LOCATION {
+
+    take:
+    ch_samplesheet      // value: samplesheet file (or [] when missing)
+    ch_params_json      // value: resolved params as JSON
+    ch_pipeline_schema  // value: nextflow_schema.json
+    ch_input_schema     // value: assets/schema_input.json
+
+    main:
+
+    //
+    // MODULE: validate params, samplesheet and input files; nothing else starts until it passes
+    //
+    CELL2LOCATION_VALIDATE (
+        ch_samplesheet,
+        ch_params_json,
+        ch_pipeline_schema,
+        ch_input_schema,
+        workflow.launchDir.toString()
+    )
+
+    ch_spatial = CELL2LOCATION_VALIDATE.out.samplesheet
+        .splitCsv(header: true)
+        .map { row ->
+            def meta = [
+                id                   : row.sample,
+                batch                : row.batch ?: row.sample,
+                n_cells_per_location : row.n_cells_per_location ?: params.n_cells_per_location,
+                hd_bin_size          : row.hd_bin_size ?: params.hd_bin_size,
+                input_type           : row.h5ad ? 'h5ad' : 'spaceranger'
+            ]
+            [ meta, file(row.h5ad ?: row.spaceranger_dir) ]
+        }
+
+    // The reference depends only on its own inputs, so adding samples never re-runs it (-resume).
+    ch_reference = CELL2LOCATION_VALIDATE.out.samplesheet
+        .map { _sheet -> [ [ id: 'reference' ], file(params.reference) ] }
+
+    //
+    // MODULE: reference counts check and cell2location gene filter
+    //
+    CELL2LOCATION_PREPAREREFERENCE ( ch_reference )
+
+    //
+    // MODULE: read each spatial sample and keep the genes shared with the reference
+    //
+    CELL2LOCATION_PREPARESPATIAL (
+        ch_spatial,
+        CELL2LOCATION_PREPAREREFERENCE.out.h5ad
+    )
+
+    //
+    // Collate software versions from the 'versions' topic
+    //
+    channel.topic('versions')
+        .map { process, tool, version -> "${process.tokenize(':')[-1]}:\n    ${tool}: ${version}" }
+        .unique()
+        .collectFile(
+            storeDir: "${params.outdir}/pipeline_info",
+            name: 'cell2location_nf_software_versions.yml',
+            sort: true,
+            newLine: true
+        )
+
+    emit:
+    reference_h5ad = CELL2LOCATION_PREPAREREFERENCE.out.h5ad
+    spatial_h5ad   = CELL2LOCATION_PREPARESPATIAL.out.h5ad
+}
