@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..simulate.test_data import TestDataConfig, make_test_data
+from ..simulate.test_data import SyntheticDataConfig, make_test_data
 
 
 @click.command("make-test-data")
@@ -12,5 +12,5 @@ from ..simulate.test_data import TestDataConfig, make_test_data
 @click.option("--seed", type=int, default=0, show_default=True)
 def make_test_data_cmd(outdir: str, seed: int) -> None:
     """Write a small reference, two Space Ranger samples, the truth and a samplesheet."""
-    path = make_test_data(outdir, TestDataConfig(seed=seed))
+    path = make_test_data(outdir, SyntheticDataConfig(seed=seed))
     click.echo(f"Test data written to {path} (samplesheet: {path / 'samplesheet.csv'})")

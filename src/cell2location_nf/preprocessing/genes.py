@@ -97,7 +97,8 @@ def match_genes(
             f"--gene_match ensembl, but '{side}' has no Ensembl gene IDs (var_names or a var column "
             f"{', '.join(ID_COLUMNS)}). Use --gene_match symbol or auto."
         )
-    key = "ensembl" if mode == "ensembl" or (mode == "auto" and ref_ids is not None and sp_ids is not None) else "symbol"
+    both_have_ids = ref_ids is not None and sp_ids is not None
+    key = "ensembl" if mode == "ensembl" or (mode == "auto" and both_have_ids) else "symbol"
     if key == "ensembl":
         ref_keys, sp_keys = strip_version(ref_ids), strip_version(sp_ids)
     else:

@@ -24,7 +24,7 @@ MT_GENES = ["MT-CO1", "MT-CO2", "MT-ND1", "MT-ATP6", "MT-CYB"]
 
 
 @dataclass(frozen=True)
-class TestDataConfig:
+class SyntheticDataConfig:
     """Sizes of the synthetic data set; the defaults keep the test profile fast."""
 
     seed: int = 0
@@ -134,7 +134,7 @@ def tissue_image(positions: pd.DataFrame, abundance: np.ndarray, size: int, full
     return image
 
 
-def make_test_data(outdir: str | Path, config: TestDataConfig = TestDataConfig()) -> Path:
+def make_test_data(outdir: str | Path, config: SyntheticDataConfig = SyntheticDataConfig()) -> Path:
     """Write ``reference.h5ad``, ``sample_N/outs/``, ``truth/`` and ``samplesheet.csv`` under ``outdir``."""
     outdir = Path(outdir).resolve()
     outdir.mkdir(parents=True, exist_ok=True)
@@ -154,7 +154,8 @@ def make_test_data(outdir: str | Path, config: TestDataConfig = TestDataConfig()
         barcodes = random_barcodes(rng, len(positions))
         positions.insert(0, "barcode", barcodes)
         positions.insert(1, "in_tissue", 1)
-        fullres = float(positions[["pxl_row_in_fullres", "pxl_col_in_fullres"]].to_numpy().max() + config.spot_spacing_px)
+        pixels = positions[["pxl_row_in_fullres", "pxl_col_in_fullres"]].to_numpy()
+        fullres = float(pixels.max() + config.spot_spacing_px)
         images = {"hires": (400, tissue_image(positions, abundance, 400, fullres)),
                   "lowres": (120, tissue_image(positions, abundance, 120, fullres))}
         scalefactors = {

@@ -11,7 +11,7 @@ import pandas as pd
 from ..errors import InputError
 from ..io.reference import missing_reference_columns, read_reference_header
 from ..io.spaceranger import locate_spaceranger, read_spaceranger_genes
-from ..preprocessing.genes import match_genes
+from ..preprocessing.genes import GENE_MATCH_MODES, match_genes
 from .schema import is_remote
 
 
@@ -66,12 +66,14 @@ def check_samples(
 ) -> list[str]:
     """Layout of each Space Ranger folder / h5ad, and genes shared with the reference."""
     problems = []
+    mode = params.get("gene_match") or "auto"
+    mode = mode if mode in GENE_MATCH_MODES else "auto"  # a bad value is already reported by the schema
     for row, location in zip(rows, where, strict=True):
         try:
             genes = spatial_genes(row, int(params.get("hd_bin_size") or 8))
             if genes is not None and reference_var is not None:
                 source = row.get("spaceranger_dir") or row.get("h5ad")
-                match_genes(reference_var, genes, params.get("gene_match") or "auto", params["reference"], source)
+                match_genes(reference_var, genes, mode, params["reference"], source)
         except InputError as exc:
             problems.append(f"{location}: {exc}")
     return problems

@@ -37,7 +37,7 @@ def validate_inputs(
     sheet_path = Path(samplesheet) if samplesheet else Path(params.get("input", ""))
     rows: list[dict[str, Any]] = []
     if sheet_path.is_file():
-        sheet = read_samplesheet(sheet_path, load_schema(input_schema), base_dir)
+        sheet = read_samplesheet(sheet_path, load_schema(input_schema), base_dir, params.get("input"))
         errors += sheet.errors
         rows = sheet.rows
         reference_problems, reference_var = check_reference(params)

@@ -43,8 +43,13 @@ def _coerce(value: str, definition: dict[str, Any]) -> Any:
     return value
 
 
-def read_samplesheet(path: str | Path, schema: dict[str, Any], base_dir: Path) -> Samplesheet:
-    """Read and validate a samplesheet; problems are collected in ``.errors``, never raised one by one."""
+def read_samplesheet(
+    path: str | Path, schema: dict[str, Any], base_dir: Path, display_name: str | None = None
+) -> Samplesheet:
+    """Read and validate a samplesheet; problems are collected in ``.errors``, never raised one by one.
+
+    ``display_name`` is the path users gave (a pipeline task reads a staged copy).
+    """
     path = Path(path)
     item = schema["items"]
     properties = item["properties"]
@@ -56,7 +61,8 @@ def read_samplesheet(path: str | Path, schema: dict[str, Any], base_dir: Path) -
             for row in reader
             if any((v or "").strip() for v in row.values() if isinstance(v, str))
         ]
-    sheet = Samplesheet(path, columns)
+    sheet = Samplesheet(Path(display_name) if display_name else path, columns)
+    path = sheet.path
     for column in item.get("required", []):
         if column not in columns:
             sheet.errors.append(

@@ -1,0 +1,115 @@
+"""End to end: `nextflow run . -profile test` on the bundled synthetic data, and bad input stopping early."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import pytest
+
+from cell2location_nf.simulate.test_data import make_test_data
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_DATA = ROOT / "build" / "test_data"  # where conf/test.config expects it (make test-data)
+
+pytestmark = pytest.mark.pipeline
+
+
+def nextflow(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["NXF_ANSI_LOG"] = "false"
+    return subprocess.run([str(ROOT / "scripts" / "nextflow"), "run", str(ROOT), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def trace_rows(outdir: Path) -> list[dict[str, str]]:
+    (trace,) = sorted((outdir / "pipeline_info").glob("execution_trace_*.txt"))[-1:]
+    with trace.open() as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+@pytest.fixture(scope="module")
+def test_profile_run(tmp_path_factory):
+    if not (TEST_DATA / "samplesheet.csv").exists():
+        make_test_data(TEST_DATA)
+    workdir = tmp_path_factory.mktemp("pipeline")
+    result = nextflow(["-profile", "test", "--outdir", "results"], workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return workdir, result
+
+
+def test_test_profile_publishes_prepared_data(test_profile_run):
+    workdir, result = test_profile_run
+    outdir = workdir / "results"
+    assert f"Results are in: {outdir}" in result.stdout
+    reference = ad.read_h5ad(outdir / "reference" / "reference.prepared.h5ad")
+    assert reference.uns["cell2location_nf"]["batch_key"] == "batch"
+    assert (outdir / "reference" / "reference.gene_filter.png").read_bytes()[:4] == b"\x89PNG"
+    for sample in ("sample_1", "sample_2"):
+        spatial = ad.read_h5ad(outdir / "spatial" / sample / f"{sample}.prepared.h5ad")
+        assert set(spatial.var_names) <= set(reference.var_names)
+        assert "MT" in spatial.obsm and "spatial" in spatial.obsm
+        assert spatial.uns["cell2location_nf"]["n_cells_per_location"] == 9.0
+        assert sample in spatial.uns["spatial"]
+
+
+def test_pipeline_info_reports(test_profile_run):
+    workdir, _ = test_profile_run
+    info = workdir / "results" / "pipeline_info"
+    for pattern in ("execution_report_*.html", "execution_timeline_*.html", "execution_trace_*.txt",
+                    "pipeline_dag_*.html"):
+        assert list(info.glob(pattern)), pattern
+    versions = (info / "cell2location_nf_software_versions.yml").read_text()
+    assert "CELL2LOCATION_PREPAREREFERENCE:\n    cell2location-nf: 0.1.0" in versions
+    rows = trace_rows(workdir / "results")
+    assert sorted(r["name"].split(" ")[0] for r in rows) == [
+        "CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_PREPAREREFERENCE",
+        "CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_PREPARESPATIAL",
+        "CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_PREPARESPATIAL",
+        "CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_VALIDATE",
+    ]
+    assert {r["status"] for r in rows} == {"COMPLETED"}
+
+
+def test_adding_a_sample_with_resume_reuses_the_reference(test_profile_run):
+    workdir, _ = test_profile_run
+    sheet = workdir / "three_samples.csv"
+    lines = (TEST_DATA / "samplesheet.csv").read_text().splitlines()
+    sheet.write_text("\n".join([*lines, lines[1].replace("sample_1,", "sample_3,", 1)]) + "\n")
+    result = nextflow(["-profile", "test", "--outdir", "results", "--input", str(sheet), "-resume"], workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {r["name"]: r["status"] for r in trace_rows(workdir / "results")}
+    assert rows["CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_PREPAREREFERENCE (reference)"] == "CACHED"
+    assert rows["CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_PREPARESPATIAL (sample_1)"] == "CACHED"
+    assert rows["CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_PREPARESPATIAL (sample_3)"] == "COMPLETED"
+
+
+def test_bad_input_stops_before_any_other_task(tmp_path):
+    if not (TEST_DATA / "samplesheet.csv").exists():
+        make_test_data(TEST_DATA)
+    sheet = tmp_path / "bad.csv"
+    sheet.write_text("sample,spaceranger_dir\n"
+                     f"s1,{TEST_DATA}/sample_1/outs\ns1,{TEST_DATA}/sample_2/outs\ns3,/no/such/outs\n")
+    result = nextflow(["-profile", "test", "--outdir", "results", "--input", str(sheet), "--n_cells_per_spot", "8"],
+                      tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Input validation failed (3 problems)" in output
+    assert "unknown parameter '--n_cells_per_spot'" in output
+    assert "duplicate sample='s1'" in output
+    assert "path '/no/such/outs' does not exist" in output
+    outdir = tmp_path / "results"
+    assert not (outdir / "reference").exists() and not (outdir / "spatial").exists()
+    assert [r["status"] for r in trace_rows(outdir)] == ["FAILED"]
+
+
+def test_help_lists_parameters_from_the_schema(tmp_path):
+    result = nextflow(["--help"], tmp_path)
+    assert result.returncode == 0
+    assert "--gene_filter_nonz_mean_cutoff" in result.stdout and "[default: 1.12]" in result.stdout
+    assert "--input" in result.stdout and "(required)" in result.stdout
