@@ -29,7 +29,7 @@ test-data: $(TESTDATA)/samplesheet.csv
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests bin/cell2location-nf
 
-test: setup lint
+test: setup lint test-data
 	$(VENV)/bin/python -m pytest
 
 run-test: setup test-data

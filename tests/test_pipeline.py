@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import anndata as ad
+import pandas as pd
 import pytest
 
 from cell2location_nf.simulate.test_data import make_test_data
@@ -58,6 +60,22 @@ def test_test_profile_publishes_prepared_data(test_profile_run):
         assert sample in spatial.uns["spatial"]
 
 
+def test_test_profile_publishes_reference_signatures(test_profile_run):
+    workdir, _ = test_profile_run
+    outdir = workdir / "results" / "reference"
+    signatures = pd.read_csv(outdir / "reference.signatures.csv", index_col=0)
+    trained = ad.read_h5ad(outdir / "reference.trained.h5ad")
+    assert list(signatures.columns) == [f"type_{i}" for i in range(1, 7)]
+    assert list(signatures.index) == list(trained.var_names)
+    assert "means_per_cluster_mu_fg" in trained.varm and trained.uns["mod"]["factor_names"].tolist() == list(
+        signatures.columns)
+    summary = json.loads((outdir / "reference.training_summary.json").read_text())
+    assert summary["epochs"] == 30 and summary["device"] == "cpu"
+    for name in ("elbo_history", "reconstruction", "signature_vs_average"):
+        assert (outdir / f"reference.{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert (outdir / "reference.reference_model.h5").stat().st_size > 0
+
+
 def test_pipeline_info_reports(test_profile_run):
     workdir, _ = test_profile_run
     info = workdir / "results" / "pipeline_info"
@@ -66,11 +84,13 @@ def test_pipeline_info_reports(test_profile_run):
         assert list(info.glob(pattern)), pattern
     versions = (info / "cell2location_nf_software_versions.yml").read_text()
     assert "CELL2LOCATION_PREPAREREFERENCE:\n    cell2location-nf: 0.1.0" in versions
+    assert "CELL2LOCATION_TRAINREFERENCE:\n    pyro-ppl: " in versions
     rows = trace_rows(workdir / "results")
     assert sorted(r["name"].split(" ")[0] for r in rows) == [
         "CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_PREPAREREFERENCE",
         "CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_PREPARESPATIAL",
         "CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_PREPARESPATIAL",
+        "CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_TRAINREFERENCE",
         "CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_VALIDATE",
     ]
     assert {r["status"] for r in rows} == {"COMPLETED"}
@@ -85,6 +105,7 @@ def test_adding_a_sample_with_resume_reuses_the_reference(test_profile_run):
     assert result.returncode == 0, result.stdout + result.stderr
     rows = {r["name"]: r["status"] for r in trace_rows(workdir / "results")}
     assert rows["CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_PREPAREREFERENCE (reference)"] == "CACHED"
+    assert rows["CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_TRAINREFERENCE (reference)"] == "CACHED"
     assert rows["CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_PREPARESPATIAL (sample_1)"] == "CACHED"
     assert rows["CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_PREPARESPATIAL (sample_3)"] == "COMPLETED"
 

@@ -5,6 +5,7 @@
 include { CELL2LOCATION_VALIDATE          } from '../modules/local/cell2location/validate/main'
 include { CELL2LOCATION_PREPAREREFERENCE  } from '../modules/local/cell2location/preparereference/main'
 include { CELL2LOCATION_PREPARESPATIAL    } from '../modules/local/cell2location/preparespatial/main'
+include { CELL2LOCATION_TRAINREFERENCE    } from '../modules/local/cell2location/trainreference/main'
 
 workflow CELL2LOCATION {
 
@@ -50,6 +51,11 @@ workflow CELL2LOCATION {
     CELL2LOCATION_PREPAREREFERENCE ( ch_reference )
 
     //
+    // MODULE: reference signatures (NB regression), trained once per reference and reused for every sample
+    //
+    CELL2LOCATION_TRAINREFERENCE ( CELL2LOCATION_PREPAREREFERENCE.out.h5ad )
+
+    //
     // MODULE: read each spatial sample and keep the genes shared with the reference
     //
     CELL2LOCATION_PREPARESPATIAL (
@@ -72,5 +78,6 @@ workflow CELL2LOCATION {
 
     emit:
     reference_h5ad = CELL2LOCATION_PREPAREREFERENCE.out.h5ad
+    signatures     = CELL2LOCATION_TRAINREFERENCE.out.signatures
     spatial_h5ad   = CELL2LOCATION_PREPARESPATIAL.out.h5ad
 }

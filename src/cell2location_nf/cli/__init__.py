@@ -9,6 +9,7 @@ import click
 from .. import __version__
 from ..errors import InputError
 from .prepare import prepare_reference_cmd, prepare_spatial_cmd
+from .reference import export_reference_cmd, train_reference_cmd
 from .simulate import make_test_data_cmd
 from .validate import validate_cmd
 
@@ -37,6 +38,8 @@ def cli(verbose: int) -> None:
 cli.add_command(validate_cmd)
 cli.add_command(prepare_reference_cmd)
 cli.add_command(prepare_spatial_cmd)
+cli.add_command(train_reference_cmd)
+cli.add_command(export_reference_cmd)
 cli.add_command(make_test_data_cmd)
 
 

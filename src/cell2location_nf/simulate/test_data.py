@@ -72,10 +72,12 @@ def make_reference(rng: np.random.Generator, profiles: np.ndarray, genes: pd.Dat
     labels[:n_types] = np.arange(n_types)  # every type present
     batch = rng.choice(2, size=n_cells)
     chemistry = rng.choice(2, size=n_cells)
-    batch_effect = rng.lognormal(0, 0.2, size=(2, n_genes))
+    # batch: a sequencing-depth factor per batch with small gene-level noise, plus ambient RNA
+    batch_effect = np.array([[0.7], [1.4]]) * rng.lognormal(0, 0.1, size=(2, n_genes))
+    ambient = rng.gamma(1.0, 0.02, size=(2, n_genes))
     chemistry_effect = np.vstack([np.ones(n_genes), rng.lognormal(0, 0.3, size=n_genes)])
     depth = rng.lognormal(0, 0.3, size=n_cells)
-    mu = profiles[labels] * batch_effect[batch] * chemistry_effect[chemistry] * depth[:, None]
+    mu = (profiles[labels] + ambient[batch]) * batch_effect[batch] * chemistry_effect[chemistry] * depth[:, None]
     counts = rng.negative_binomial(5, 5 / (5 + mu))
     obs = pd.DataFrame(
         {

@@ -12,6 +12,7 @@ from ..errors import InputError
 from ..io.reference import missing_reference_columns, read_reference_header
 from ..io.spaceranger import locate_spaceranger, read_spaceranger_genes
 from ..preprocessing.genes import GENE_MATCH_MODES, match_genes
+from ..preprocessing.labels import label_problems
 from .schema import is_remote
 
 
@@ -32,6 +33,9 @@ def check_reference(params: dict[str, Any]) -> tuple[list[str], pd.DataFrame | N
         adata, path, params.get("labels_key") or "cell_type", params.get("batch_key"),
         _split_keys(params.get("categorical_covariate_keys")),
     )
+    labels_key = params.get("labels_key") or "cell_type"
+    if labels_key in adata.obs.columns:
+        problems += label_problems(adata.obs[labels_key], labels_key, int(params.get("min_cells_per_label") or 1), path)
     layer = params.get("reference_layer")
     if layer and layer not in adata.layers:
         problems.append(

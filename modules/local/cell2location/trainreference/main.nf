@@ -1,0 +1,41 @@
+process CELL2LOCATION_TRAINREFERENCE {
+    tag "${meta.id}"
+    label 'process_medium'
+
+    input:
+    tuple val(meta), path(reference)   // prepared reference .h5ad
+
+    output:
+    tuple val(meta), path("${prefix}.signatures.csv")        , emit: signatures
+    tuple val(meta), path("${prefix}.trained.h5ad")          , emit: h5ad
+    tuple val(meta), path("${prefix}.reference_model.h5")    , emit: model
+    tuple val(meta), path("${prefix}.*.png")                 , emit: plots
+    tuple val(meta), path("${prefix}.training_summary.json") , emit: summary
+    tuple val("${task.process}"), val('cell2location-nf'), eval('cell2location-nf --version | sed "s/.*version //"'), topic: versions, emit: versions_cell2location
+    tuple val("${task.process}"), val('torch'), eval('python3 -c "import torch; print(torch.__version__)"'), topic: versions, emit: versions_torch
+    tuple val("${task.process}"), val('pyro-ppl'), eval('python3 -c "import pyro; print(pyro.__version__)"'), topic: versions, emit: versions_pyro
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def args = task.ext.args ?: ''
+    prefix   = task.ext.prefix ?: "${meta.id}"
+    """
+    export HOME="\$PWD" MPLCONFIGDIR="\$PWD/.config/matplotlib" NUMBA_CACHE_DIR="\$PWD/.cache/numba"
+    export OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus} OPENBLAS_NUM_THREADS=${task.cpus}
+
+    cell2location-nf train-reference \\
+        --reference '${reference}' \\
+        --outdir . \\
+        --prefix '${prefix}' \\
+        ${args}
+    """
+
+    stub:
+    prefix = task.ext.prefix ?: "${meta.id}"
+    """
+    touch ${prefix}.signatures.csv ${prefix}.trained.h5ad ${prefix}.reference_model.h5 \\
+        ${prefix}.elbo_history.png ${prefix}.training_summary.json
+    """
+}

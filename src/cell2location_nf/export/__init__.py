@@ -1,0 +1,1 @@
+"""Posterior summaries and the AnnData/CSV outputs built from them."""

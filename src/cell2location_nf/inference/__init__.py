@@ -1,0 +1,1 @@
+"""Training: device choice, seeding and the stochastic-variational-inference loop."""

@@ -1,0 +1,79 @@
+"""Minibatch stochastic variational inference with a 1-particle Trace_ELBO and Adam, as upstream trains.
+
+We call ``Trace_ELBO.differentiable_loss`` and step a torch Adam ourselves (pyro's ``Adam`` wraps the
+same torch optimiser with the same defaults), so the guide's parameters stay module-owned.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import pyro
+import torch
+from pyro.infer import Trace_ELBO
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingHistory:
+    """-ELBO per epoch (mean over the epoch's steps, scaled to the full data as upstream reports it)."""
+
+    elbo_train: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def seed_everything(seed: int, device: torch.device | str = "cpu") -> None:
+    """Seed torch, numpy and python's random; on CPU also force deterministic kernels.
+
+    Multi-threaded CPU scatter/index-add in the backward pass sums in a varying order; deterministic
+    algorithms make a seeded CPU run repeat bit for bit. GPU runs are not bit-reproducible (as upstream).
+    """
+    pyro.set_rng_seed(seed)
+    if torch.device(device).type == "cpu":
+        torch.use_deterministic_algorithms(True)
+
+
+def format_eta(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def run_svi(
+    model: Callable,
+    guide: torch.nn.Module,
+    epoch_batches: Callable[[int], Iterable[tuple]],
+    n_epochs: int,
+    lr: float = 0.002,
+    clip_norm: float | None = None,
+    history: TrainingHistory | None = None,
+    name: str = "training",
+    log_every: int | None = None,
+) -> TrainingHistory:
+    """Train ``guide`` against ``model``; ``epoch_batches(epoch)`` yields the model arguments per step."""
+    history = history or TrainingHistory()
+    optimizer = torch.optim.Adam(guide.parameters(), lr=lr)
+    elbo = Trace_ELBO()
+    log_every = log_every or max(1, n_epochs // 20)
+    start = time.perf_counter()
+    for epoch in range(n_epochs):
+        losses = []
+        for args in epoch_batches(epoch):
+            optimizer.zero_grad(set_to_none=True)
+            loss = elbo.differentiable_loss(model, guide, *args)
+            loss.backward()
+            if clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(guide.parameters(), clip_norm)
+            optimizer.step()
+            losses.append(loss.item())
+        history.elbo_train.append(sum(losses) / len(losses))
+        if (epoch + 1) % log_every == 0 or epoch + 1 == n_epochs:
+            elapsed = time.perf_counter() - start
+            rate = (epoch + 1) / elapsed
+            log.info("%s epoch %d/%d  -ELBO %.4e  (%.2f epochs/s, ETA %s)", name, epoch + 1, n_epochs,
+                     history.elbo_train[-1], rate, format_eta((n_epochs - epoch - 1) / rate))
+    history.seconds += time.perf_counter() - start
+    return history

@@ -1,0 +1,1 @@
+"""The pipeline's stages as library calls: what each CLI subcommand runs."""
