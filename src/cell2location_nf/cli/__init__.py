@@ -8,6 +8,7 @@ import click
 
 from .. import __version__
 from ..errors import InputError
+from .mapping import export_mapping_cmd, map_spatial_cmd
 from .prepare import prepare_reference_cmd, prepare_spatial_cmd
 from .reference import export_reference_cmd, train_reference_cmd
 from .simulate import make_test_data_cmd
@@ -40,6 +41,8 @@ cli.add_command(prepare_reference_cmd)
 cli.add_command(prepare_spatial_cmd)
 cli.add_command(train_reference_cmd)
 cli.add_command(export_reference_cmd)
+cli.add_command(map_spatial_cmd)
+cli.add_command(export_mapping_cmd)
 cli.add_command(make_test_data_cmd)
 
 

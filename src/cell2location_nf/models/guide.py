@@ -24,11 +24,20 @@ def softplus_inverse(y: float) -> float:
 
 
 class MeanFieldGuide(nn.Module):
-    """q(z) = Π LogNormal(loc, softplus(raw_scale)) over the sites given at construction."""
+    """q(z) = Π LogNormal(loc, softplus(raw_scale)) over the sites given at construction.
 
-    def __init__(self, init_values: dict[str, torch.Tensor], init_scale: float = 0.1):
+    ``local_sites`` are plated over observations (their first dimension is the observation axis): the
+    guide holds full (n_obs, ...) parameters and samples the rows of the current minibatch inside the
+    same ``obs_plate`` as the model, so pyro scales their log-density like the model's. The models pass
+    the minibatch indices as their last positional argument.
+    """
+
+    def __init__(self, init_values: dict[str, torch.Tensor], init_scale: float = 0.1,
+                 local_sites: tuple[str, ...] = (), plate_name: str = "obs_plate", plate_dim: int = -2):
         super().__init__()
         self.site_names = list(init_values)
+        self.local_sites = tuple(local_sites)
+        self.plate_name, self.plate_dim = plate_name, plate_dim
         self.locs = nn.ParameterDict({n: nn.Parameter(torch.log(v.detach().clone())) for n, v in init_values.items()})
         raw = softplus_inverse(init_scale)
         self.raw_scales = nn.ParameterDict(
@@ -43,7 +52,17 @@ class MeanFieldGuide(nn.Module):
         return dist.LogNormal(loc, self.scale(name)).to_event(loc.dim())
 
     def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
-        return {name: pyro.sample(name, self.distribution(name)) for name in self.site_names}
+        values = {}
+        if self.local_sites:
+            idx = args[-1]
+            n_obs = self.locs[self.local_sites[0]].shape[0]
+            with pyro.plate(self.plate_name, size=n_obs, dim=self.plate_dim, subsample=idx):
+                for name in self.local_sites:
+                    values[name] = pyro.sample(name, dist.LogNormal(self.locs[name][idx], self.scale(name)[idx]))
+        for name in self.site_names:
+            if name not in values:
+                values[name] = pyro.sample(name, self.distribution(name))
+        return values
 
     def median(self, name: str) -> torch.Tensor:
         return torch.exp(self.locs[name]).detach()

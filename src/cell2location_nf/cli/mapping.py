@@ -1,0 +1,75 @@
+"""``map-spatial`` and ``export-mapping``: stage 2, cell abundances at every location of every sample."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import click
+import pandas as pd
+
+from ..inference.device import DEVICE_CHOICES
+from ..stages.mapping import MappingSettings, export_mapping, load_mapping, save_mapping, train_mapping
+from ..stages.mapping_inputs import align_genes, combine_samples, drop_empty_locations
+
+
+def load_inputs(signatures_path: str, spatial: tuple[str, ...], default_n_cells: float):
+    """Signatures and the combined samples (sorted by path, so the result does not depend on argument order)."""
+    signatures = pd.read_csv(signatures_path, index_col=0)
+    adatas = [ad.read_h5ad(p) for p in sorted(spatial)]
+    combined = drop_empty_locations(combine_samples(adatas, default_n_cells))
+    return align_genes(combined, signatures, signatures_path)
+
+
+def export_options(fn):
+    fn = click.option("--num-samples", type=int, default=1000, show_default=True,
+                      help="Posterior samples for means/stds/q05/q95.")(fn)
+    fn = click.option("--use-quantiles", is_flag=True,
+                      help="Analytic q05/q50/q95 from the guide instead of sampling (large data).")(fn)
+    fn = click.option("--outdir", type=click.Path(file_okay=False), default=".", show_default=True)(fn)
+    fn = click.option("--prefix", default="mapping", show_default=True)(fn)
+    fn = click.option("--n-cells-per-location", type=float, default=30.0, show_default=True,
+                      help="Expected cells per location for samples that do not set their own.")(fn)
+    fn = click.argument("spatial", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))(fn)
+    fn = click.option("--signatures", type=click.Path(exists=True, dir_okay=False), required=True,
+                      help="Signature CSV (genes x cell types) from train-reference.")(fn)
+    return fn
+
+
+@click.command("map-spatial")
+@export_options
+@click.option("--max-epochs", type=int, default=30000, show_default=True)
+@click.option("--batch-size", type=int, default=0, show_default=True, help="Locations per minibatch; 0 = all.")
+@click.option("--lr", type=float, default=0.002, show_default=True)
+@click.option("--clip-norm", type=float, default=None, help="Gradient norm clipping (off by default, as upstream).")
+@click.option("--detection-alpha", type=float, default=20.0, show_default=True,
+              help="Prior strength of per-location detection efficiency (upstream: 20; 200 for less variation).")
+@click.option("--a-factors-per-location", type=float, default=7.0, show_default=True)
+@click.option("--b-groups-per-location", type=float, default=7.0, show_default=True)
+@click.option("--n-groups", type=int, default=50, show_default=True)
+@click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def map_spatial_cmd(signatures, spatial, n_cells_per_location, prefix, outdir, use_quantiles, num_samples,
+                    max_epochs, batch_size, lr, clip_norm, detection_alpha, a_factors_per_location,
+                    b_groups_per_location, n_groups, device, seed) -> None:
+    """Estimate absolute cell abundances of every cell type at every location, all samples jointly."""
+    adata, table = load_inputs(signatures, spatial, n_cells_per_location)
+    settings = MappingSettings(max_epochs, batch_size or None, lr, seed, device, clip_norm, detection_alpha, 1.0,
+                               a_factors_per_location, b_groups_per_location, n_groups)
+    trained = train_mapping(adata, table, settings, source=signatures)
+    model_path = save_mapping(trained, Path(outdir) / f"{prefix}.mapping_model.h5")
+    files = export_mapping(trained, outdir, num_samples, use_quantiles, prefix)
+    click.echo(f"Mapped {adata.n_obs} locations; {len(files)} files in {outdir}; model: {model_path}")
+
+
+@click.command("export-mapping")
+@export_options
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="<prefix>.mapping_model.h5 from map-spatial.")
+def export_mapping_cmd(signatures, spatial, n_cells_per_location, prefix, outdir, use_quantiles, num_samples,
+                       model_path) -> None:
+    """Re-export abundances and QC from saved parameters, without retraining."""
+    adata, table = load_inputs(signatures, spatial, n_cells_per_location)
+    trained = load_mapping(model_path, adata, table)
+    files = export_mapping(trained, outdir, num_samples, use_quantiles, prefix)
+    click.echo(f"Exported {len(files)} files to {outdir}")

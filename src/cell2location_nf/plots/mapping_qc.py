@@ -1,0 +1,47 @@
+"""Mapping QC (model_spec §2.8): spatial maps of total counts, total abundance and detection per batch."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import matplotlib.pyplot as plt
+import numpy as np
+import scanpy as sc
+
+ROWS = (
+    ("total_counts", "total RNA counts"),
+    ("total_abundance", "Total cell abundance (sum_f w_sf)"),
+    ("detection_y_s", "RNA detection sensitivity (y_s)"),
+)
+
+
+def _spatial(adata: ad.AnnData, column: str, library: str, ax, vmax: float, title: str) -> None:
+    images = adata.uns.get("spatial", {}).get(library, {}).get("images", {})
+    if "hires" in images:
+        with warnings.catch_warnings():  # scanpy points to squidpy; its spatial plot is still the reference
+            warnings.simplefilter("ignore", FutureWarning)
+            sc.pl.spatial(adata, color=column, library_id=library, img_key="hires", cmap="magma", size=1.3,
+                          alpha_img=1.0, vmin=0, vmax=vmax, ax=ax, show=False, title=title)
+    else:
+        xy = np.asarray(adata.obsm["spatial"])
+        points = ax.scatter(xy[:, 0], xy[:, 1], c=adata.obs[column], cmap="magma", vmin=0, vmax=vmax, s=8)
+        ax.invert_yaxis()
+        ax.set_aspect("equal")
+        ax.set_title(title)
+        plt.colorbar(points, ax=ax)
+
+
+def plot_spatial_qc_across_batches(adata: ad.AnnData, path: str | Path, batch_key: str = "sample") -> None:
+    """3 rows (counts, abundance, detection) x one column per sample; colour scale shared per row."""
+    samples = list(adata.obs[batch_key].cat.categories)
+    fig, axes = plt.subplots(3, len(samples), figsize=(4.5 * len(samples), 12), squeeze=False)
+    for row, (column, label) in enumerate(ROWS):
+        vmax = float(np.quantile(adata.obs[column], 0.992))
+        for col, sample in enumerate(samples):
+            subset = adata[adata.obs[batch_key] == sample]
+            _spatial(subset, column, sample, axes[row, col], vmax, f"{sample}\n{label}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,308 @@
+"""Stage 2: map cell types onto all spatial samples jointly with the cell2location model."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import zlib
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from .. import __version__
+from ..errors import InputError
+from ..export.posterior import analytic_quantiles, sampled_summaries
+from ..inference.device import resolve_device
+from ..inference.svi import TrainingHistory, run_svi, seed_everything
+from ..io.model_store import load_model, save_model
+from ..io.write import atomic_write, write_h5ad
+from ..models.guide import MeanFieldGuide
+from ..models.mapping import (
+    LOCAL_SITES,
+    MODEL_NAME,
+    MappingHyperparameters,
+    MappingModel,
+    detection_mean_from_data,
+    expected_mean,
+)
+from ..plots.mapping_qc import plot_spatial_qc_across_batches
+from ..plots.reference_qc import plot_reconstruction
+from ..plots.training import plot_history
+from ..preprocessing.counts import check_raw_counts
+from .mapping_inputs import check_aligned, check_signatures
+
+log = logging.getLogger(__name__)
+
+ABUNDANCE_SITE = "w_sf"
+DETERMINISTIC_SITES = ("detection_hyp_prior_alpha", "u_sf_mRNA_factors")
+MAX_CHUNK_VALUES = 8_000_000
+
+
+@dataclass
+class MappingSettings:
+    """Training settings; defaults are upstream's (30,000 full-batch epochs, Adam 0.002)."""
+
+    max_epochs: int = 30000
+    batch_size: int | None = None  # None -> all locations every step
+    lr: float = 0.002
+    seed: int = 0
+    device: str = "auto"
+    clip_norm: float | None = None
+    detection_alpha: float = 20.0
+    detection_mean_correction: float = 1.0
+    A_factors_per_location: float = 7.0  # noqa: N815
+    B_groups_per_location: float = 7.0  # noqa: N815
+    n_groups: int = 50
+
+    def hyperparameters(self) -> MappingHyperparameters:
+        return MappingHyperparameters(A_factors_per_location=self.A_factors_per_location,
+                                      B_groups_per_location=self.B_groups_per_location, n_groups=self.n_groups)
+
+
+@dataclass
+class TrainedMapping:
+    adata: ad.AnnData  # combined samples, genes aligned with the signatures
+    signatures: pd.DataFrame  # genes x cell types
+    guide: MeanFieldGuide
+    model: MappingModel
+    settings: MappingSettings
+    history: TrainingHistory = field(default_factory=TrainingHistory)
+    device: str = "cpu"
+
+    @property
+    def batch_index(self) -> np.ndarray:
+        return self.adata.obs["batch"].cat.codes.to_numpy().astype(np.int64)
+
+
+class _LocationBatches:
+    """All locations per step (full batch) or shuffled minibatches of locations."""
+
+    def __init__(self, x, batch_index: np.ndarray, batch_size: int | None, device: torch.device, seed: int):
+        self.n_obs = x.shape[0]
+        self.device = device
+        self.full = batch_size is None or batch_size >= self.n_obs
+        self.x = torch.as_tensor(x.toarray(), device=device) if self.full else sp.csr_matrix(x, dtype=np.float32)
+        self.batch_index = torch.as_tensor(batch_index, device=device)
+        self.batch_size = batch_size or self.n_obs
+        self.generator = torch.Generator().manual_seed(seed)
+        self._all = torch.arange(self.n_obs, device=device)
+
+    def __call__(self, epoch: int):
+        if self.full:
+            yield self.x, self.batch_index, self._all
+            return
+        order = torch.randperm(self.n_obs, generator=self.generator)
+        for start in range(0, self.n_obs, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            x = torch.as_tensor(self.x[idx.numpy()].toarray(), device=self.device)
+            idx = idx.to(self.device)
+            yield x, self.batch_index[idx], idx
+
+
+def build_model(adata: ad.AnnData, signatures: pd.DataFrame, settings: MappingSettings,
+                device: torch.device) -> MappingModel:
+    """The model with data-derived detection mean and per-location expected cell numbers."""
+    batches = adata.obs["batch"].cat.categories
+    n_cells = adata.obs["n_cells_per_location"].to_numpy(dtype=np.float32)
+    totals = np.asarray(adata.X.sum(axis=1)).ravel()
+    detection_mean = detection_mean_from_data(totals, n_cells, signatures.to_numpy().T,
+                                              settings.detection_mean_correction)
+    return MappingModel(
+        n_obs=adata.n_obs,
+        signatures=torch.as_tensor(signatures.to_numpy(dtype=np.float32).T, device=device),
+        n_batches=len(batches),
+        n_cells_per_location=torch.as_tensor(n_cells, device=device).reshape(-1, 1),
+        detection_alpha=torch.full((len(batches), 1), float(settings.detection_alpha), device=device),
+        detection_mean=detection_mean,
+        hyper=settings.hyperparameters(),
+    )
+
+
+def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: MappingSettings | None = None,
+                  source: str = "signatures") -> TrainedMapping:
+    """Fit the cell2location model to all locations of ``adata`` (samples as batches) jointly."""
+    settings = settings or MappingSettings()
+    check_signatures(signatures, source)
+    check_aligned(adata, signatures, source)
+    check_raw_counts(adata.X, "spatial data")
+    device = resolve_device(settings.device)
+    seed_everything(settings.seed, device)
+    model = build_model(adata, signatures, settings, device)
+    batch_index = adata.obs["batch"].cat.codes.to_numpy().astype(np.int64)
+    guide = MeanFieldGuide(model.initial_values(batch_index), local_sites=LOCAL_SITES).to(device)
+    data = _LocationBatches(adata.X, batch_index, settings.batch_size, device, settings.seed)
+    log.info("Mapping model: %d locations x %d genes, %d cell types, %d batches; detection mean %.4g, "
+             "detection alpha %g; %d epochs, batch size %s, lr %g, device %s", adata.n_obs, adata.n_vars,
+             signatures.shape[1], model.n_batches, model.detection_mean, settings.detection_alpha,
+             settings.max_epochs, settings.batch_size or "all", settings.lr, device)
+    history = run_svi(model, guide, data, settings.max_epochs, settings.lr, settings.clip_norm, name="mapping")
+    return TrainedMapping(adata, signatures, guide, model, settings, history, str(device))
+
+
+def _u_sf_summaries(trained: TrainedMapping, num_samples: int, quantiles: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """u_sf = w_sf Σ_g g_fg m_g from joint draws of w (per location chunk) and m_g (one draw set)."""
+    guide, seed = trained.guide, trained.settings.seed
+    device = guide.locs["w_sf"].device
+    gen = torch.Generator(device=device).manual_seed(seed + zlib.crc32(b"u_sf_mRNA_factors"))
+    m_g = guide.sample_site("m_g", num_samples, gen)  # (n, 1, G)
+    totals = (trained.model.cell_state.unsqueeze(0) * m_g).sum(-1)  # (n, F)
+    loc, scale = guide.locs["w_sf"].detach(), guide.scale("w_sf").detach()
+    qs = torch.tensor([float("0." + q[1:]) for q in quantiles], device=device)
+    chunk = max(1, MAX_CHUNK_VALUES // (num_samples * loc.shape[1]))
+    parts: dict[str, list] = {k: [] for k in ("means", "stds", *quantiles)}
+    for start in range(0, loc.shape[0], chunk):
+        sl = slice(start, start + chunk)
+        noise = torch.randn((num_samples, *loc[sl].shape), generator=gen, device=device)
+        u = torch.exp(loc[sl] + scale[sl] * noise) * totals[:, None, :]
+        parts["means"].append(u.mean(0))
+        parts["stds"].append(u.std(0, correction=0))
+        for name, value in zip(quantiles, torch.quantile(u.reshape(num_samples, -1), qs, dim=0), strict=True):
+            parts[name].append(value.reshape(u.shape[1:]))
+    return {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
+
+
+def posterior_summaries(trained: TrainedMapping, num_samples: int = 1000,
+                        use_quantiles: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    """{'means'|'stds'|'q05'|'q95' (or 'q05'|'q50'|'q95'): {site: array}}, chunked over locations."""
+    sites = trained.guide.site_names
+    alpha = trained.model.detection_alpha.cpu().numpy()
+    if use_quantiles:
+        return analytic_quantiles(trained.guide, sites, ("q05", "q50", "q95"))
+    quantiles = ("q05", "q95")
+    summaries = sampled_summaries(trained.guide, sites, num_samples, seed=trained.settings.seed, quantiles=quantiles)
+    for kind, values in _u_sf_summaries(trained, num_samples, quantiles).items():
+        summaries[kind]["u_sf_mRNA_factors"] = values
+    for kind in summaries:
+        summaries[kind]["detection_hyp_prior_alpha"] = np.zeros_like(alpha) if kind == "stds" else alpha
+    return summaries
+
+
+def _central(summaries: dict) -> dict[str, np.ndarray]:
+    return summaries["means"] if "means" in summaries else summaries["q50"]
+
+
+def _sample_adata(trained: TrainedMapping, summaries: dict, sample: str) -> ad.AnnData:
+    """One sample's locations with upstream's obsm keys and uns['mod'] (local arrays for its rows only)."""
+    adata = trained.adata
+    rows = np.flatnonzero((adata.obs["sample"] == sample).to_numpy())
+    out = adata[rows].copy()
+    out.uns["spatial"] = {sample: adata.uns["spatial"][sample]} if sample in adata.uns.get("spatial", {}) else {}
+    factors = list(trained.signatures.columns)
+    for kind, values in summaries.items():
+        columns = [f"{kind}cell_abundance_w_sf_{f}" for f in factors]  # no underscore after kind, as upstream
+        out.obsm[f"{kind}_cell_abundance_w_sf"] = pd.DataFrame(values[ABUNDANCE_SITE][rows], index=out.obs_names,
+                                                               columns=columns)
+    central = _central(summaries)
+    out.obs["detection_y_s"] = central["detection_y_s"][rows, 0]
+    out.obs["total_abundance"] = central[ABUNDANCE_SITE][rows].sum(axis=1)
+    if "u_sf_mRNA_factors" in central:
+        out.obsm["means_mRNA_abundance_u_sf"] = pd.DataFrame(
+            central["u_sf_mRNA_factors"][rows], index=out.obs_names,
+            columns=[f"meansmRNA_abundance_u_sf_{f}" for f in factors])
+    local = set(LOCAL_SITES) | {"u_sf_mRNA_factors"}
+    mod = {
+        "model_name": MODEL_NAME,
+        "date": datetime.date.today().isoformat(),
+        "factor_filter": [],
+        "factor_names": np.array(factors, dtype=object),
+        "var_names": np.array(out.var_names, dtype=object),
+        "obs_names": np.array(out.obs_names, dtype=object),
+    }
+    for kind, values in summaries.items():
+        mod[f"post_sample_{kind}"] = {site: (v[rows] if site in local else v) for site, v in values.items()}
+    out.uns["mod"] = mod
+    return out
+
+
+def export_mapping(trained: TrainedMapping, outdir: str | Path, num_samples: int = 1000,
+                   use_quantiles: bool = False, prefix: str = "mapping") -> dict[str, Path]:
+    """Per-sample .h5ad and abundance CSVs, QC figures and a training summary."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    summaries = posterior_summaries(trained, num_samples, use_quantiles)
+    files: dict[str, Path] = {}
+    qc = trained.adata.copy()
+    central = _central(summaries)
+    qc.obs["total_counts"] = np.asarray(qc.X.sum(axis=1)).ravel()
+    qc.obs["total_abundance"] = central[ABUNDANCE_SITE].sum(axis=1)
+    qc.obs["detection_y_s"] = summaries["q05"]["detection_y_s"][:, 0]
+    for sample in trained.adata.obs["sample"].cat.categories:
+        adata = _sample_adata(trained, summaries, sample)
+        files[f"{sample}.h5ad"] = write_h5ad(adata, outdir / f"{sample}.mapped.h5ad")
+        for kind in ("means", "q50", "q05"):
+            if f"{kind}_cell_abundance_w_sf" not in adata.obsm:
+                continue
+            table = adata.obsm[f"{kind}_cell_abundance_w_sf"].copy()
+            table.columns = list(trained.signatures.columns)
+            table.insert(0, "barcode", adata.obs["barcode"].to_numpy())
+            files[f"{sample}.{kind}.csv"] = atomic_write(outdir / f"{sample}.cell_abundance_{kind}.csv",
+                                                         partial(table.to_csv, index_label="location"))
+    history = trained.history.elbo_train
+    files["history"] = atomic_write(outdir / f"{prefix}.elbo_history.png", lambda tmp: plot_history(
+        history, tmp, iter_start=1000 if len(history) > 2000 else 0, title="Mapping model training"))
+    observed, expected = reconstruction(trained, central)
+    files["reconstruction"] = atomic_write(outdir / f"{prefix}.reconstruction.png",
+                                           lambda tmp: plot_reconstruction(observed, expected, tmp))
+    files["spatial_qc"] = atomic_write(outdir / f"{prefix}.spatial_qc.png",
+                                       lambda tmp: plot_spatial_qc_across_batches(qc, tmp))
+    summary = mapping_summary(trained, qc, observed, expected)
+    files["summary"] = atomic_write(outdir / f"{prefix}.training_summary.json",
+                                    lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
+    return files
+
+
+def reconstruction(trained: TrainedMapping, central: dict[str, np.ndarray], n_locations: int = 1000):
+    """Observed counts and posterior expected μ for up to ``n_locations`` random locations."""
+    rng = np.random.default_rng(trained.settings.seed)
+    rows = np.sort(rng.choice(trained.adata.n_obs, size=min(n_locations, trained.adata.n_obs), replace=False))
+    t = {k: torch.as_tensor(central[k]) for k in ("w_sf", "m_g", "s_g_gene_add", "detection_y_s")}
+    mu = expected_mean(t["w_sf"][rows], trained.model.cell_state.cpu(), t["m_g"], t["s_g_gene_add"],
+                       t["detection_y_s"][rows], torch.as_tensor(trained.batch_index[rows])).numpy()
+    return trained.adata.X[rows].toarray(), mu
+
+
+def mapping_summary(trained: TrainedMapping, qc: ad.AnnData, observed: np.ndarray, expected: np.ndarray) -> dict:
+    per_sample = qc.obs.groupby("sample", observed=True).agg(
+        locations=("total_counts", "size"), median_umis=("total_counts", "median"),
+        total_cells=("total_abundance", "sum"), median_abundance=("total_abundance", "median"))
+    return {
+        "locations": trained.adata.n_obs, "genes": trained.adata.n_vars, "cell_types": trained.signatures.shape[1],
+        "batches": trained.model.n_batches, "epochs": len(trained.history.elbo_train),
+        "final_elbo": trained.history.elbo_train[-1], "runtime_s": round(trained.history.seconds, 2),
+        "device": trained.device, "detection_alpha": trained.settings.detection_alpha,
+        "detection_mean": trained.model.detection_mean,
+        "reconstruction_pearson": float(np.corrcoef(np.log1p(observed.ravel()), np.log1p(expected.ravel()))[0, 1]),
+        "samples": json.loads(per_sample.to_json(orient="index")),
+    }
+
+
+def save_mapping(trained: TrainedMapping, path: str | Path) -> Path:
+    names = {"obs_names": list(trained.adata.obs_names), "var_names": list(trained.adata.var_names),
+             "factor_names": list(trained.signatures.columns), "sites": trained.guide.site_names}
+    metadata = {"model_name": MODEL_NAME, "package_version": __version__, "settings": asdict(trained.settings),
+                "device": trained.device, "runtime_s": trained.history.seconds}
+    return save_model(path, trained.guide, trained.history.elbo_train, names, metadata)
+
+
+def load_mapping(path: str | Path, adata: ad.AnnData, signatures: pd.DataFrame) -> TrainedMapping:
+    """Rebuild a trained mapping from saved parameters and the same combined inputs."""
+    stored = load_model(path)
+    if stored.metadata.get("model_name") != MODEL_NAME:
+        raise InputError(f"'{path}' holds a {stored.metadata.get('model_name')} model, not a mapping model")
+    if list(adata.obs_names) != stored.names["obs_names"] or list(adata.var_names) != stored.names["var_names"]:
+        raise InputError(f"the spatial data differ from those the model in '{path}' was trained on")
+    settings = MappingSettings(**stored.metadata["settings"])
+    device = resolve_device(settings.device)
+    model = build_model(adata, signatures, settings, device)
+    guide = MeanFieldGuide({k: torch.ones(stored.locs[k].shape) for k in stored.names["sites"]},
+                           local_sites=LOCAL_SITES)
+    guide.load_state_dict(stored.guide_state())
+    history = TrainingHistory(stored.history, stored.metadata.get("runtime_s", 0.0))
+    return TrainedMapping(adata, signatures, guide.to(device), model, settings, history, str(device))
