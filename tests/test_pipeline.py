@@ -76,6 +76,23 @@ def test_test_profile_publishes_reference_signatures(test_profile_run):
     assert (outdir / "reference.reference_model.h5").stat().st_size > 0
 
 
+def test_test_profile_publishes_mapping(test_profile_run):
+    workdir, _ = test_profile_run
+    outdir = workdir / "results" / "mapping"
+    types = [f"type_{i}" for i in range(1, 7)]
+    for sample in ("sample_1", "sample_2"):
+        mapped = ad.read_h5ad(outdir / sample / f"{sample}.mapped.h5ad")
+        assert list(mapped.obsm["q05_cell_abundance_w_sf"].columns) == [f"q05cell_abundance_w_sf_{t}" for t in types]
+        assert set(mapped.obs["sample"]) == {sample} and sample in mapped.uns["spatial"]
+        means = pd.read_csv(outdir / sample / f"{sample}.cell_abundance_means.csv", index_col=0)
+        assert list(means.columns) == ["barcode", *types] and len(means) == mapped.n_obs == 144
+        assert (outdir / sample / f"{sample}.cell_abundance_q05.csv").exists()
+    summary = json.loads((outdir / "mapping.training_summary.json").read_text())
+    assert summary["epochs"] == 300 and summary["locations"] == 288
+    for name in ("elbo_history", "reconstruction", "spatial_qc"):
+        assert (outdir / f"mapping.{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_pipeline_info_reports(test_profile_run):
     workdir, _ = test_profile_run
     info = workdir / "results" / "pipeline_info"
@@ -87,6 +104,7 @@ def test_pipeline_info_reports(test_profile_run):
     assert "CELL2LOCATION_TRAINREFERENCE:\n    pyro-ppl: " in versions
     rows = trace_rows(workdir / "results")
     assert sorted(r["name"].split(" ")[0] for r in rows) == [
+        "CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_MAP",
         "CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_PREPAREREFERENCE",
         "CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_PREPARESPATIAL",
         "CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_PREPARESPATIAL",

@@ -6,6 +6,7 @@ include { CELL2LOCATION_VALIDATE          } from '../modules/local/cell2location
 include { CELL2LOCATION_PREPAREREFERENCE  } from '../modules/local/cell2location/preparereference/main'
 include { CELL2LOCATION_PREPARESPATIAL    } from '../modules/local/cell2location/preparespatial/main'
 include { CELL2LOCATION_TRAINREFERENCE    } from '../modules/local/cell2location/trainreference/main'
+include { CELL2LOCATION_MAP               } from '../modules/local/cell2location/map/main'
 
 workflow CELL2LOCATION {
 
@@ -64,6 +65,14 @@ workflow CELL2LOCATION {
     )
 
     //
+    // MODULE: map all samples jointly (sorted, so the task hash does not depend on arrival order)
+    //
+    CELL2LOCATION_MAP (
+        CELL2LOCATION_TRAINREFERENCE.out.signatures.map { meta, signatures -> [ [ id: 'mapping' ], signatures ] },
+        CELL2LOCATION_PREPARESPATIAL.out.h5ad.map { _meta, h5ad -> h5ad }.toSortedList { a, b -> a.name <=> b.name }
+    )
+
+    //
     // Collate software versions from the 'versions' topic
     //
     channel.topic('versions')
@@ -79,5 +88,6 @@ workflow CELL2LOCATION {
     emit:
     reference_h5ad = CELL2LOCATION_PREPAREREFERENCE.out.h5ad
     signatures     = CELL2LOCATION_TRAINREFERENCE.out.signatures
+    mapped_h5ad    = CELL2LOCATION_MAP.out.h5ad
     spatial_h5ad   = CELL2LOCATION_PREPARESPATIAL.out.h5ad
 }

@@ -1,0 +1,47 @@
+process CELL2LOCATION_MAP {
+    tag "${meta.id}"
+    label 'process_medium'
+    label 'process_long'
+
+    input:
+    tuple val(meta), path(signatures)        // reference signatures (genes x cell types)
+    path(spatial, stageAs: 'spatial/*')      // every prepared sample: one joint model
+
+    output:
+    path("*.mapped.h5ad")                             , emit: h5ad
+    path("*.cell_abundance_*.csv")                    , emit: abundance
+    tuple val(meta), path("${prefix}.mapping_model.h5")     , emit: model
+    tuple val(meta), path("${prefix}.*.png")                , emit: plots
+    tuple val(meta), path("${prefix}.training_summary.json"), emit: summary
+    tuple val("${task.process}"), val('cell2location-nf'), eval('cell2location-nf --version | sed "s/.*version //"'), topic: versions, emit: versions_cell2location
+    tuple val("${task.process}"), val('torch'), eval('python3 -c "import torch; print(torch.__version__)"'), topic: versions, emit: versions_torch
+    tuple val("${task.process}"), val('pyro-ppl'), eval('python3 -c "import pyro; print(pyro.__version__)"'), topic: versions, emit: versions_pyro
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def args = task.ext.args ?: ''
+    prefix   = task.ext.prefix ?: "${meta.id}"
+    """
+    export HOME="\$PWD" MPLCONFIGDIR="\$PWD/.config/matplotlib" NUMBA_CACHE_DIR="\$PWD/.cache/numba"
+    export OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus} OPENBLAS_NUM_THREADS=${task.cpus}
+
+    cell2location-nf map-spatial \\
+        --signatures '${signatures}' \\
+        --outdir . \\
+        --prefix '${prefix}' \\
+        ${args} \\
+        spatial/*.h5ad
+    """
+
+    stub:
+    prefix = task.ext.prefix ?: "${meta.id}"
+    """
+    touch ${prefix}.mapping_model.h5 ${prefix}.elbo_history.png ${prefix}.training_summary.json
+    for f in spatial/*.h5ad; do
+        s=\$(basename "\$f" .prepared.h5ad)
+        touch "\$s.mapped.h5ad" "\$s.cell_abundance_means.csv"
+    done
+    """
+}

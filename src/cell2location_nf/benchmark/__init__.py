@@ -1,0 +1,1 @@
+"""Deconvolution accuracy metrics (histology_and_benchmarks §3.2)."""

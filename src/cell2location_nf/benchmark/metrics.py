@@ -1,0 +1,44 @@
+"""Accuracy of estimated cell abundances against the truth (spots x types, same index and columns).
+
+Absolute abundance: Pearson over all entries and per type (cell2location paper) and the absolute scale
+Σ estimate / Σ truth. Proportions (estimate normalised per spot; the convention is q05 abundance):
+RMSE (Spotless: mean over spots of sqrt(mean over types of squared error)) and JSD (per spot, log2; mean
+and median). Presence: average precision (AUPR) of abundance scores for truth > 0, pooled over entries.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.spatial.distance import jensenshannon
+from sklearn.metrics import average_precision_score
+
+
+def proportions(abundance: np.ndarray) -> np.ndarray:
+    totals = abundance.sum(axis=1, keepdims=True)
+    return np.divide(abundance, totals, out=np.full_like(abundance, 1 / abundance.shape[1]), where=totals > 0)
+
+
+def score(truth: pd.DataFrame, abundance: pd.DataFrame, q05: pd.DataFrame | None = None) -> dict[str, float]:
+    """Metrics for one estimate; ``abundance`` (posterior mean) for Pearson/scale, ``q05`` for the rest."""
+    q05 = abundance if q05 is None else q05
+    t = truth.to_numpy(dtype=float)
+    a = abundance.loc[truth.index, truth.columns].to_numpy(dtype=float)
+    q = q05.loc[truth.index, truth.columns].to_numpy(dtype=float)
+    per_type = [np.corrcoef(a[:, f], t[:, f])[0, 1] for f in range(t.shape[1]) if t[:, f].std() > 0]
+    pt, pq = proportions(t), proportions(q)
+    jsd = np.array([jensenshannon(pt[s], pq[s], base=2) for s in range(len(t)) if t[s].sum() > 0])
+    return {
+        "pearson_all": float(np.corrcoef(a.ravel(), t.ravel())[0, 1]),
+        "pearson_per_type": float(np.mean(per_type)),
+        "rmse_proportions": float(np.mean(np.sqrt(((pt - pq) ** 2).mean(axis=1)))),
+        "jsd_mean": float(jsd.mean()),
+        "jsd_median": float(np.median(jsd)),
+        "aupr_presence": float(average_precision_score((t > 0).ravel(), q.ravel())),
+        "absolute_scale": float(a.sum() / t.sum()),
+    }
+
+
+# Direction of "better" for each metric (absolute scale: closer to 1 is better).
+HIGHER_IS_BETTER = {"pearson_all": True, "pearson_per_type": True, "rmse_proportions": False, "jsd_mean": False,
+                    "jsd_median": False, "aupr_presence": True}
