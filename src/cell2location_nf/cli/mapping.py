@@ -11,6 +11,7 @@ import pandas as pd
 from ..inference.device import DEVICE_CHOICES
 from ..stages.mapping import MappingSettings, export_mapping, load_mapping, save_mapping, train_mapping
 from ..stages.mapping_inputs import align_genes, combine_samples, drop_empty_locations
+from .options import posterior_export_options
 
 
 def load_inputs(signatures_path: str, spatial: tuple[str, ...], default_n_cells: float):
@@ -22,12 +23,7 @@ def load_inputs(signatures_path: str, spatial: tuple[str, ...], default_n_cells:
 
 
 def export_options(fn):
-    fn = click.option("--num-samples", type=int, default=1000, show_default=True,
-                      help="Posterior samples for means/stds/q05/q95.")(fn)
-    fn = click.option("--use-quantiles", is_flag=True,
-                      help="Analytic q05/q50/q95 from the guide instead of sampling (large data).")(fn)
-    fn = click.option("--outdir", type=click.Path(file_okay=False), default=".", show_default=True)(fn)
-    fn = click.option("--prefix", default="mapping", show_default=True)(fn)
+    fn = posterior_export_options("mapping")(fn)
     fn = click.option("--n-cells-per-location", type=float, default=30.0, show_default=True,
                       help="Expected cells per location for samples that do not set their own.")(fn)
     fn = click.argument("spatial", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))(fn)

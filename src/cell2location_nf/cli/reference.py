@@ -7,6 +7,7 @@ import click
 
 from ..inference.device import DEVICE_CHOICES
 from ..stages.reference import ReferenceSettings, export_reference, load_reference, save_reference, train_reference
+from .options import posterior_export_options
 
 
 def _keys_from(adata: ad.AnnData, labels_key, batch_key, covariate_keys):
@@ -19,16 +20,6 @@ def _keys_from(adata: ad.AnnData, labels_key, batch_key, covariate_keys):
     else:
         covariates = list(recorded.get("categorical_covariate_keys", []))
     return labels, batch or None, covariates
-
-
-def export_options(fn):
-    fn = click.option("--num-samples", type=int, default=1000, show_default=True,
-                      help="Posterior samples for means/stds/q05/q95.")(fn)
-    fn = click.option("--use-quantiles", is_flag=True,
-                      help="Analytic q05/q50/q95 from the guide instead of sampling (large data).")(fn)
-    fn = click.option("--outdir", type=click.Path(file_okay=False), default=".", show_default=True)(fn)
-    fn = click.option("--prefix", default="reference", show_default=True, help="Prefix of every output file.")(fn)
-    return fn
 
 
 @click.command("train-reference")
@@ -46,7 +37,7 @@ def export_options(fn):
               help="Reject cell types with fewer cells.")
 @click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@export_options
+@posterior_export_options("reference")
 def train_reference_cmd(reference, labels_key, batch_key, categorical_covariate_keys, max_epochs, batch_size, lr,
                         clip_norm, min_cells_per_label, device, seed, num_samples, use_quantiles, outdir,
                         prefix) -> None:
@@ -66,7 +57,7 @@ def train_reference_cmd(reference, labels_key, batch_key, categorical_covariate_
               help="<prefix>.reference_model.h5 from train-reference.")
 @click.option("--reference", type=click.Path(exists=True, dir_okay=False), required=True,
               help="The prepared reference the model was trained on.")
-@export_options
+@posterior_export_options("reference")
 def export_reference_cmd(model_path, reference, num_samples, use_quantiles, outdir, prefix) -> None:
     """Re-export signatures and QC from saved parameters, without retraining."""
     trained = load_reference(model_path, ad.read_h5ad(reference), source=reference)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import zlib
@@ -18,6 +17,7 @@ import torch
 
 from .. import __version__
 from ..errors import InputError
+from ..export.mod import mod_header
 from ..export.posterior import analytic_quantiles, sampled_summaries
 from ..inference.device import resolve_device
 from ..inference.svi import TrainingHistory, run_svi, seed_everything
@@ -207,14 +207,7 @@ def _sample_adata(trained: TrainedMapping, summaries: dict, sample: str) -> ad.A
             central["u_sf_mRNA_factors"][rows], index=out.obs_names,
             columns=[f"meansmRNA_abundance_u_sf_{f}" for f in factors])
     local = set(LOCAL_SITES) | {"u_sf_mRNA_factors"}
-    mod = {
-        "model_name": MODEL_NAME,
-        "date": datetime.date.today().isoformat(),
-        "factor_filter": [],
-        "factor_names": np.array(factors, dtype=object),
-        "var_names": np.array(out.var_names, dtype=object),
-        "obs_names": np.array(out.obs_names, dtype=object),
-    }
+    mod = mod_header(MODEL_NAME, factors, out.var_names, out.obs_names)
     for kind, values in summaries.items():
         mod[f"post_sample_{kind}"] = {site: (v[rows] if site in local else v) for site, v in values.items()}
     out.uns["mod"] = mod

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -16,6 +15,7 @@ import torch
 
 from .. import __version__
 from ..errors import InputError
+from ..export.mod import mod_header
 from ..export.posterior import analytic_quantiles, sampled_summaries
 from ..inference.device import resolve_device
 from ..inference.svi import TrainingHistory, run_svi, seed_everything
@@ -149,14 +149,7 @@ def export_reference(trained: TrainedReference, outdir: str | Path, prefix: str 
     for kind, values in summaries.items():
         adata.varm[f"{kind}_{SIGNATURE_SITE}"] = pd.DataFrame(
             values[SIGNATURE_SITE].T, index=adata.var_names, columns=[f"{kind}_{SIGNATURE_SITE}_{f}" for f in factors])
-    mod = {
-        "model_name": MODEL_NAME,
-        "date": datetime.date.today().isoformat(),
-        "factor_filter": [],
-        "factor_names": np.array(factors, dtype=object),
-        "var_names": np.array(adata.var_names, dtype=object),
-        "obs_names": np.array(adata.obs_names, dtype=object),
-    }
+    mod = mod_header(MODEL_NAME, factors, adata.var_names, adata.obs_names)
     mod.update({f"post_sample_{kind}": values for kind, values in summaries.items()})
     adata.uns["mod"] = mod
     signature = _site_means(summaries, use_quantiles)[SIGNATURE_SITE]

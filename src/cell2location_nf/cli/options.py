@@ -1,0 +1,21 @@
+"""Click options shared by the training/export commands of both stages."""
+
+from __future__ import annotations
+
+import click
+
+
+def posterior_export_options(default_prefix: str):
+    """--num-samples, --use-quantiles, --outdir and --prefix, with a stage-specific default prefix."""
+
+    def decorate(fn):
+        fn = click.option("--num-samples", type=int, default=1000, show_default=True,
+                          help="Posterior samples for means/stds/q05/q95.")(fn)
+        fn = click.option("--use-quantiles", is_flag=True,
+                          help="Analytic q05/q50/q95 from the guide instead of sampling (large data).")(fn)
+        fn = click.option("--outdir", type=click.Path(file_okay=False), default=".", show_default=True)(fn)
+        fn = click.option("--prefix", default=default_prefix, show_default=True,
+                          help="Prefix of every output file.")(fn)
+        return fn
+
+    return decorate
