@@ -52,18 +52,22 @@ def run_svi(
     history: TrainingHistory | None = None,
     name: str = "training",
     log_every: int | None = None,
+    loss_fn: Callable | None = None,
 ) -> TrainingHistory:
-    """Train ``guide`` against ``model``; ``epoch_batches(epoch)`` yields the model arguments per step."""
+    """Train ``guide`` against ``model``; ``epoch_batches(epoch)`` yields the model arguments per step.
+
+    ``loss_fn(model, guide, *args)`` returns the −ELBO to minimise; default: pyro's 1-particle Trace_ELBO.
+    """
     history = history or TrainingHistory()
     optimizer = torch.optim.Adam(guide.parameters(), lr=lr)
-    elbo = Trace_ELBO()
+    loss_fn = loss_fn or Trace_ELBO().differentiable_loss
     log_every = log_every or max(1, n_epochs // 20)
     start = time.perf_counter()
     for epoch in range(n_epochs):
         losses = []
         for args in epoch_batches(epoch):
             optimizer.zero_grad(set_to_none=True)
-            loss = elbo.differentiable_loss(model, guide, *args)
+            loss = loss_fn(model, guide, *args)
             loss.backward()
             if clip_norm is not None:
                 torch.nn.utils.clip_grad_norm_(guide.parameters(), clip_norm)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+from pyro.infer import Trace_ELBO
 
 from .. import __version__
 from ..errors import InputError
@@ -32,6 +33,7 @@ from ..models.mapping import (
     detection_mean_from_data,
     expected_mean,
 )
+from ..models.mapping_elbo import CountBatch, negative_elbo
 from ..plots.mapping_qc import plot_spatial_qc_across_batches
 from ..plots.reference_qc import plot_reconstruction
 from ..plots.training import plot_history
@@ -60,6 +62,7 @@ class MappingSettings:
     A_factors_per_location: float = 7.0  # noqa: N815
     B_groups_per_location: float = 7.0  # noqa: N815
     n_groups: int = 50
+    elbo: str = "fused"  # "fused": models/mapping_elbo.py (same objective, faster); "pyro": Trace_ELBO
 
     def hyperparameters(self) -> MappingHyperparameters:
         return MappingHyperparameters(A_factors_per_location=self.A_factors_per_location,
@@ -82,28 +85,36 @@ class TrainedMapping:
 
 
 class _LocationBatches:
-    """All locations per step (full batch) or shuffled minibatches of locations."""
+    """All locations per step (full batch) or shuffled minibatches; yields (counts, batch index, idx)."""
 
     def __init__(self, x, batch_index: np.ndarray, batch_size: int | None, device: torch.device, seed: int):
         self.n_obs = x.shape[0]
         self.device = device
         self.full = batch_size is None or batch_size >= self.n_obs
-        self.x = torch.as_tensor(x.toarray(), device=device) if self.full else sp.csr_matrix(x, dtype=np.float32)
+        self.x = sp.csr_matrix(x, dtype=np.float32)
         self.batch_index = torch.as_tensor(batch_index, device=device)
         self.batch_size = batch_size or self.n_obs
         self.generator = torch.Generator().manual_seed(seed)
         self._all = torch.arange(self.n_obs, device=device)
+        self._full_counts = CountBatch(torch.as_tensor(self.x.toarray(), device=device)) if self.full else None
 
     def __call__(self, epoch: int):
         if self.full:
-            yield self.x, self.batch_index, self._all
+            yield self._full_counts, self.batch_index, self._all
             return
         order = torch.randperm(self.n_obs, generator=self.generator)
         for start in range(0, self.n_obs, self.batch_size):
             idx = order[start:start + self.batch_size]
-            x = torch.as_tensor(self.x[idx.numpy()].toarray(), device=self.device)
+            counts = CountBatch(torch.as_tensor(self.x[idx.numpy()].toarray(), device=self.device))
             idx = idx.to(self.device)
-            yield x, self.batch_index[idx], idx
+            yield counts, self.batch_index[idx], idx
+
+
+def _pyro_loss(model, guide, counts: CountBatch, batch_index, idx):
+    return Trace_ELBO().differentiable_loss(model, guide, counts.x, batch_index, idx)
+
+
+LOSSES = {"fused": negative_elbo, "pyro": _pyro_loss}
 
 
 def build_model(adata: ad.AnnData, signatures: pd.DataFrame, settings: MappingSettings,
@@ -142,7 +153,10 @@ def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: Mapping
              "detection alpha %g; %d epochs, batch size %s, lr %g, device %s", adata.n_obs, adata.n_vars,
              signatures.shape[1], model.n_batches, model.detection_mean, settings.detection_alpha,
              settings.max_epochs, settings.batch_size or "all", settings.lr, device)
-    history = run_svi(model, guide, data, settings.max_epochs, settings.lr, settings.clip_norm, name="mapping")
+    if settings.elbo not in LOSSES:
+        raise ValueError(f"elbo must be one of {sorted(LOSSES)}, got {settings.elbo!r}")
+    history = run_svi(model, guide, data, settings.max_epochs, settings.lr, settings.clip_norm, name="mapping",
+                      loss_fn=LOSSES[settings.elbo])
     return TrainedMapping(adata, signatures, guide, model, settings, history, str(device))
 
 
