@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--tools", nargs="+", default=["ours", "upstream"], choices=["ours", "upstream"])
     parser.add_argument("--epochs", type=int, default=30000, help="Mapping epochs for both tools (upstream default).")
     parser.add_argument("--our-args", default="", help="Extra options for our map-spatial (e.g. fast settings).")
+    parser.add_argument("--label", default="", help="Suffix naming this configuration of our tool (with --our-args).")
     parser.add_argument("--n-genes", type=int, default=1000)
     parser.add_argument("--n-types", type=int, default=12)
     parser.add_argument("--grid", type=int, nargs=2, default=[20, 20], help="Spots per sample (rows cols).")
@@ -103,7 +104,8 @@ def main() -> None:
     results = []
     for seed in args.seeds:
         for tool in args.tools:
-            out = data / f"{tool}_seed{seed}_epochs{args.epochs}"
+            name_ = f"{tool}{args.label}" if tool == "ours" else tool
+            out = data / f"{name_}_seed{seed}_epochs{args.epochs}"
             out.mkdir(exist_ok=True)
             common = ["--signatures", str(signatures), "--n-cells-per-location", str(n_cells), "--max-epochs",
                       str(args.epochs), "--num-samples", str(args.num_samples), "--seed", str(seed),
@@ -116,10 +118,10 @@ def main() -> None:
             cost = run_measured(cmd, out / "log.txt", args.threads)
             metrics = score(truth, read_estimates(out, samples, "means", tool == "ours"),
                             read_estimates(out, samples, "q05", tool == "ours"))
-            results.append({"tool": tool, "seed": seed, "epochs": args.epochs, **cost, **metrics})
+            results.append({"tool": name_, "seed": seed, "epochs": args.epochs, **cost, **metrics})
             print(json.dumps(results[-1]), flush=True)
     table = pd.DataFrame(results)
-    tag = f"{'-'.join(args.tools)}_seeds{'-'.join(map(str, args.seeds))}_epochs{args.epochs}"
+    tag = f"{'-'.join(args.tools)}{args.label}_seeds{'-'.join(map(str, args.seeds))}_epochs{args.epochs}"
     (data / f"results_{tag}.json").write_text(table.to_json(orient="records", indent=2))
     print(f"\nDataset {name} (spots x genes x types), N = {n_cells}, threads = {args.threads}\n")
     print(markdown_table(table))

@@ -43,15 +43,24 @@ def export_options(fn):
 @click.option("--a-factors-per-location", type=float, default=7.0, show_default=True)
 @click.option("--b-groups-per-location", type=float, default=7.0, show_default=True)
 @click.option("--n-groups", type=int, default=50, show_default=True)
+@click.option("--warm-start", is_flag=True, help="Start abundances from Poisson NMF with fixed signatures.")
+@click.option("--lr-final", type=float, default=None, help="Decay the learning rate exponentially to this value.")
+@click.option("--tol", type=float, default=None,
+              help="Stop when the mean -ELBO over 200 epochs improves by less than this (relative).")
+@click.option("--min-epochs", type=int, default=1000, show_default=True, help="Never stop (--tol) before this.")
+@click.option("--elbo", type=click.Choice(["fused", "pyro"]), default="fused", show_default=True,
+              help="Objective implementation: fused torch (faster) or pyro's Trace_ELBO (same objective).")
 @click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def map_spatial_cmd(signatures, spatial, n_cells_per_location, prefix, outdir, use_quantiles, num_samples,
                     max_epochs, batch_size, lr, clip_norm, detection_alpha, a_factors_per_location,
-                    b_groups_per_location, n_groups, device, seed) -> None:
+                    b_groups_per_location, n_groups, warm_start, lr_final, tol, min_epochs, elbo, device,
+                    seed) -> None:
     """Estimate absolute cell abundances of every cell type at every location, all samples jointly."""
     adata, table = load_inputs(signatures, spatial, n_cells_per_location)
     settings = MappingSettings(max_epochs, batch_size or None, lr, seed, device, clip_norm, detection_alpha, 1.0,
-                               a_factors_per_location, b_groups_per_location, n_groups)
+                               a_factors_per_location, b_groups_per_location, n_groups, elbo, warm_start,
+                               lr_final, tol, min_epochs)
     trained = train_mapping(adata, table, settings, source=signatures)
     model_path = save_mapping(trained, Path(outdir) / f"{prefix}.mapping_model.h5")
     files = export_mapping(trained, outdir, num_samples, use_quantiles, prefix)

@@ -24,6 +24,31 @@ class TrainingHistory:
 
     elbo_train: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    stopped_early: bool = False
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Optional learning-rate decay and stopping rule; the defaults reproduce upstream (constant lr, all epochs).
+
+    ``lr_final``: the learning rate decays exponentially from ``lr`` to ``lr_final`` over the epochs.
+    ``tol``: stop once the mean -ELBO of the last ``window`` epochs improved on the window before by less
+    than ``tol`` (relative), but not before ``min_epochs``.
+    """
+
+    lr_final: float | None = None
+    tol: float | None = None
+    window: int = 200
+    min_epochs: int = 1000
+
+
+def plateaued(history: list[float], schedule: Schedule) -> bool:
+    """The stopping rule of :class:`Schedule`."""
+    w = schedule.window
+    if schedule.tol is None or len(history) < max(schedule.min_epochs, 2 * w):
+        return False
+    recent, before = sum(history[-w:]) / w, sum(history[-2 * w:-w]) / w
+    return (before - recent) / abs(before) < schedule.tol
 
 
 def seed_everything(seed: int, device: torch.device | str = "cpu") -> None:
@@ -53,6 +78,7 @@ def run_svi(
     name: str = "training",
     log_every: int | None = None,
     loss_fn: Callable | None = None,
+    schedule: Schedule = Schedule(),
 ) -> TrainingHistory:
     """Train ``guide`` against ``model``; ``epoch_batches(epoch)`` yields the model arguments per step.
 
@@ -61,6 +87,10 @@ def run_svi(
     history = history or TrainingHistory()
     optimizer = torch.optim.Adam(guide.parameters(), lr=lr)
     loss_fn = loss_fn or Trace_ELBO().differentiable_loss
+    scheduler = None
+    if schedule.lr_final is not None and n_epochs > 1:
+        gamma = (schedule.lr_final / lr) ** (1 / (n_epochs - 1))
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
     log_every = log_every or max(1, n_epochs // 20)
     start = time.perf_counter()
     for epoch in range(n_epochs):
@@ -74,10 +104,18 @@ def run_svi(
             optimizer.step()
             losses.append(loss.item())
         history.elbo_train.append(sum(losses) / len(losses))
-        if (epoch + 1) % log_every == 0 or epoch + 1 == n_epochs:
+        if scheduler is not None:
+            scheduler.step()
+        stop = plateaued(history.elbo_train, schedule)
+        if (epoch + 1) % log_every == 0 or epoch + 1 == n_epochs or stop:
             elapsed = time.perf_counter() - start
             rate = (epoch + 1) / elapsed
             log.info("%s epoch %d/%d  -ELBO %.4e  (%.2f epochs/s, ETA %s)", name, epoch + 1, n_epochs,
                      history.elbo_train[-1], rate, format_eta((n_epochs - epoch - 1) / rate))
+        if stop:
+            log.info("%s: -ELBO changed by less than %g over the last %d epochs; stopping at epoch %d",
+                     name, schedule.tol, schedule.window, epoch + 1)
+            history.stopped_early = True
+            break
     history.seconds += time.perf_counter() - start
     return history

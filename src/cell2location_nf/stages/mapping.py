@@ -21,7 +21,8 @@ from ..errors import InputError
 from ..export.mod import mod_header
 from ..export.posterior import analytic_quantiles, sampled_summaries
 from ..inference.device import resolve_device
-from ..inference.svi import TrainingHistory, run_svi, seed_everything
+from ..inference.svi import Schedule, TrainingHistory, run_svi, seed_everything
+from ..inference.warm_start import poisson_nmf
 from ..io.model_store import load_model, save_model
 from ..io.write import atomic_write, write_h5ad
 from ..models.guide import MeanFieldGuide
@@ -63,6 +64,10 @@ class MappingSettings:
     B_groups_per_location: float = 7.0  # noqa: N815
     n_groups: int = 50
     elbo: str = "fused"  # "fused": models/mapping_elbo.py (same objective, faster); "pyro": Trace_ELBO
+    warm_start: bool = False  # start w_sf from Poisson NMF with fixed signatures instead of the prior mean
+    lr_final: float | None = None  # exponential learning-rate decay from lr to lr_final
+    tol: float | None = None  # stop when the -ELBO plateaus (see inference.svi.Schedule)
+    min_epochs: int = 1000
 
     def hyperparameters(self) -> MappingHyperparameters:
         return MappingHyperparameters(A_factors_per_location=self.A_factors_per_location,
@@ -136,6 +141,17 @@ def build_model(adata: ad.AnnData, signatures: pd.DataFrame, settings: MappingSe
     )
 
 
+def warm_start_abundance(init: dict[str, torch.Tensor], x, model: MappingModel) -> None:
+    """Start w_sf and m_g from Poisson NMF with fixed signatures (n_s and z_sr set to match)."""
+    w, m = poisson_nmf(sp.csr_matrix(x, dtype=np.float32), model.cell_state, init["detection_y_s"], model.n_cells)
+    init["w_sf"], init["m_g"] = w, m
+    init["n_s_cells_per_location"] = w.sum(dim=1, keepdim=True).clamp_min(1e-2)
+    init["z_sr_groups_factors"] = (init["n_s_cells_per_location"] / model.hyper.n_groups).expand_as(
+        init["z_sr_groups_factors"]).clone()
+    log.info("Warm start (Poisson NMF): median %.2f cells per location",
+             float(init["n_s_cells_per_location"].median()))
+
+
 def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: MappingSettings | None = None,
                   source: str = "signatures") -> TrainedMapping:
     """Fit the cell2location model to all locations of ``adata`` (samples as batches) jointly."""
@@ -147,7 +163,10 @@ def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: Mapping
     seed_everything(settings.seed, device)
     model = build_model(adata, signatures, settings, device)
     batch_index = adata.obs["batch"].cat.codes.to_numpy().astype(np.int64)
-    guide = MeanFieldGuide(model.initial_values(batch_index), local_sites=LOCAL_SITES).to(device)
+    init = model.initial_values(batch_index)
+    if settings.warm_start:
+        warm_start_abundance(init, adata.X, model)
+    guide = MeanFieldGuide(init, local_sites=LOCAL_SITES).to(device)
     data = _LocationBatches(adata.X, batch_index, settings.batch_size, device, settings.seed)
     log.info("Mapping model: %d locations x %d genes, %d cell types, %d batches; detection mean %.4g, "
              "detection alpha %g; %d epochs, batch size %s, lr %g, device %s", adata.n_obs, adata.n_vars,
@@ -155,8 +174,9 @@ def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: Mapping
              settings.max_epochs, settings.batch_size or "all", settings.lr, device)
     if settings.elbo not in LOSSES:
         raise ValueError(f"elbo must be one of {sorted(LOSSES)}, got {settings.elbo!r}")
+    schedule = Schedule(lr_final=settings.lr_final, tol=settings.tol, min_epochs=settings.min_epochs)
     history = run_svi(model, guide, data, settings.max_epochs, settings.lr, settings.clip_norm, name="mapping",
-                      loss_fn=LOSSES[settings.elbo])
+                      loss_fn=LOSSES[settings.elbo], schedule=schedule)
     return TrainedMapping(adata, signatures, guide, model, settings, history, str(device))
 
 
