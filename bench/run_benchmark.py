@@ -1,7 +1,7 @@
 """Side-by-side mapping benchmark: our cell2location vs upstream cell2location 0.1.5 on the same data.
 
     .venv/bin/python bench/run_benchmark.py --seeds 0 1            # ours and (if installed) upstream
-    .venv/bin/python bench/run_benchmark.py --tools ours --epochs 3000
+    .venv/bin/python bench/run_benchmark.py --tools ours --epochs 3000 --label _warm --our-args="--warm-start"
 
 Data: cell2location_nf.simulate.benchmark_data (spots summed from held-out reference cells). Both tools map
 with the same signatures (our stage 1 on the reference half), the same N and detection_alpha, on the same
