@@ -33,6 +33,24 @@ def parse_quantile_name(name: str) -> float:
     return float("0." + match.group(1))
 
 
+def summarise_draws(samples: torch.Tensor, levels: dict[str, float]) -> dict[str, torch.Tensor]:
+    """Mean, std (ddof 0) and linear-interpolation quantiles over the first (draw) axis of ``samples``.
+
+    ``levels`` maps summary names to quantile levels, e.g. {'q05': 0.05} (see :func:`parse_quantile_name`).
+    """
+    qs = torch.tensor(list(levels.values()), dtype=samples.dtype, device=samples.device)
+    flat = samples.reshape(samples.shape[0], -1)
+    out = {"means": samples.mean(0), "stds": samples.std(0, correction=0)}
+    for name, value in zip(levels, torch.quantile(flat, qs, dim=0), strict=True):
+        out[name] = value.reshape(samples.shape[1:])
+    return out
+
+
+def central_summary(summaries: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The point estimate of each site: posterior means, or medians (q50) on the analytic-quantile path."""
+    return summaries["means"] if "means" in summaries else summaries["q50"]
+
+
 def sampled_summaries(
     guide: MeanFieldGuide, sites: list[str], num_samples: int = 1000, seed: int = 0,
     quantiles: tuple[str, ...] = ("q05", "q95"),
@@ -43,7 +61,7 @@ def sampled_summaries(
     on the order of sites, e.g. after reloading a saved model.
     """
     device = next(guide.parameters()).device
-    qs = torch.tensor([parse_quantile_name(q) for q in quantiles])
+    levels = {q: parse_quantile_name(q) for q in quantiles}
     out: dict[str, dict[str, np.ndarray]] = {k: {} for k in ("means", "stds", *quantiles)}
     for site in sites:
         generator = torch.Generator(device=device).manual_seed(seed + zlib.crc32(site.encode()))
@@ -54,11 +72,8 @@ def sampled_summaries(
         for start in range(0, loc.numel(), chunk):
             sl = slice(start, start + chunk)
             noise = torch.randn((num_samples, loc[sl].numel()), generator=generator, device=loc.device)
-            samples = torch.exp(loc[sl] + scale[sl] * noise)
-            parts["means"].append(samples.mean(0))
-            parts["stds"].append(samples.std(0, correction=0))
-            for name, value in zip(quantiles, torch.quantile(samples, qs.to(samples), dim=0), strict=True):
-                parts[name].append(value)
+            for key, value in summarise_draws(torch.exp(loc[sl] + scale[sl] * noise), levels).items():
+                parts[key].append(value)
         shape = guide.locs[site].shape
         for key, values in parts.items():
             out[key][site] = torch.cat(values).reshape(shape).cpu().numpy()

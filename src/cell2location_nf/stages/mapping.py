@@ -19,7 +19,14 @@ from pyro.infer import Trace_ELBO
 from .. import __version__
 from ..errors import InputError
 from ..export.mod import mod_header
-from ..export.posterior import analytic_quantiles, sampled_summaries
+from ..export.posterior import (
+    MAX_CHUNK_VALUES,
+    analytic_quantiles,
+    central_summary,
+    parse_quantile_name,
+    sampled_summaries,
+    summarise_draws,
+)
 from ..inference.device import resolve_device
 from ..inference.svi import Schedule, TrainingHistory, run_svi, seed_everything
 from ..inference.warm_start import poisson_nmf
@@ -44,8 +51,6 @@ from .mapping_inputs import check_aligned, check_signatures
 log = logging.getLogger(__name__)
 
 ABUNDANCE_SITE = "w_sf"
-DETERMINISTIC_SITES = ("detection_hyp_prior_alpha", "u_sf_mRNA_factors")
-MAX_CHUNK_VALUES = 8_000_000
 
 
 @dataclass
@@ -86,7 +91,12 @@ class TrainedMapping:
 
     @property
     def batch_index(self) -> np.ndarray:
-        return self.adata.obs["batch"].cat.codes.to_numpy().astype(np.int64)
+        return batch_codes(self.adata)
+
+
+def batch_codes(adata: ad.AnnData) -> np.ndarray:
+    """Integer batch code of every location (the model's e(s))."""
+    return adata.obs["batch"].cat.codes.to_numpy().astype(np.int64)
 
 
 class _LocationBatches:
@@ -162,7 +172,7 @@ def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: Mapping
     device = resolve_device(settings.device)
     seed_everything(settings.seed, device)
     model = build_model(adata, signatures, settings, device)
-    batch_index = adata.obs["batch"].cat.codes.to_numpy().astype(np.int64)
+    batch_index = batch_codes(adata)
     init = model.initial_values(batch_index)
     if settings.warm_start:
         warm_start_abundance(init, adata.X, model)
@@ -188,17 +198,15 @@ def _u_sf_summaries(trained: TrainedMapping, num_samples: int, quantiles: tuple[
     m_g = guide.sample_site("m_g", num_samples, gen)  # (n, 1, G)
     totals = (trained.model.cell_state.unsqueeze(0) * m_g).sum(-1)  # (n, F)
     loc, scale = guide.locs["w_sf"].detach(), guide.scale("w_sf").detach()
-    qs = torch.tensor([float("0." + q[1:]) for q in quantiles], device=device)
+    levels = {q: parse_quantile_name(q) for q in quantiles}
     chunk = max(1, MAX_CHUNK_VALUES // (num_samples * loc.shape[1]))
     parts: dict[str, list] = {k: [] for k in ("means", "stds", *quantiles)}
     for start in range(0, loc.shape[0], chunk):
         sl = slice(start, start + chunk)
         noise = torch.randn((num_samples, *loc[sl].shape), generator=gen, device=device)
         u = torch.exp(loc[sl] + scale[sl] * noise) * totals[:, None, :]
-        parts["means"].append(u.mean(0))
-        parts["stds"].append(u.std(0, correction=0))
-        for name, value in zip(quantiles, torch.quantile(u.reshape(num_samples, -1), qs, dim=0), strict=True):
-            parts[name].append(value.reshape(u.shape[1:]))
+        for key, value in summarise_draws(u, levels).items():
+            parts[key].append(value)
     return {k: torch.cat(v).cpu().numpy() for k, v in parts.items()}
 
 
@@ -218,10 +226,6 @@ def posterior_summaries(trained: TrainedMapping, num_samples: int = 1000,
     return summaries
 
 
-def _central(summaries: dict) -> dict[str, np.ndarray]:
-    return summaries["means"] if "means" in summaries else summaries["q50"]
-
-
 def _sample_adata(trained: TrainedMapping, summaries: dict, sample: str) -> ad.AnnData:
     """One sample's locations with upstream's obsm keys and uns['mod'] (local arrays for its rows only)."""
     adata = trained.adata
@@ -233,7 +237,7 @@ def _sample_adata(trained: TrainedMapping, summaries: dict, sample: str) -> ad.A
         columns = [f"{kind}cell_abundance_w_sf_{f}" for f in factors]  # no underscore after kind, as upstream
         out.obsm[f"{kind}_cell_abundance_w_sf"] = pd.DataFrame(values[ABUNDANCE_SITE][rows], index=out.obs_names,
                                                                columns=columns)
-    central = _central(summaries)
+    central = central_summary(summaries)
     out.obs["detection_y_s"] = central["detection_y_s"][rows, 0]
     out.obs["total_abundance"] = central[ABUNDANCE_SITE][rows].sum(axis=1)
     if "u_sf_mRNA_factors" in central:
@@ -256,7 +260,7 @@ def export_mapping(trained: TrainedMapping, outdir: str | Path, num_samples: int
     summaries = posterior_summaries(trained, num_samples, use_quantiles)
     files: dict[str, Path] = {}
     qc = trained.adata.copy()
-    central = _central(summaries)
+    central = central_summary(summaries)
     qc.obs["total_counts"] = np.asarray(qc.X.sum(axis=1)).ravel()
     qc.obs["total_abundance"] = central[ABUNDANCE_SITE].sum(axis=1)
     qc.obs["detection_y_s"] = summaries["q05"]["detection_y_s"][:, 0]

@@ -16,7 +16,7 @@ import torch
 from .. import __version__
 from ..errors import InputError
 from ..export.mod import mod_header
-from ..export.posterior import analytic_quantiles, sampled_summaries
+from ..export.posterior import analytic_quantiles, central_summary, sampled_summaries
 from ..inference.device import resolve_device
 from ..inference.svi import TrainingHistory, run_svi, seed_everything
 from ..io.model_store import load_model, save_model
@@ -125,10 +125,6 @@ def train_reference(adata: ad.AnnData, labels_key: str, batch_key: str | None, c
     return TrainedReference(adata, design, guide, keys, settings, history, str(device))
 
 
-def _site_means(summaries: dict, use_quantiles: bool) -> dict[str, np.ndarray]:
-    return summaries["q50"] if use_quantiles else summaries["means"]
-
-
 def export_reference(trained: TrainedReference, outdir: str | Path, prefix: str = "reference",
                      num_samples: int = 1000, use_quantiles: bool = False) -> dict[str, Path]:
     """Write signatures CSV, the reference h5ad with varm/uns['mod'] keyed as upstream, and the QC figures.
@@ -152,7 +148,7 @@ def export_reference(trained: TrainedReference, outdir: str | Path, prefix: str 
     mod = mod_header(MODEL_NAME, factors, adata.var_names, adata.obs_names)
     mod.update({f"post_sample_{kind}": values for kind, values in summaries.items()})
     adata.uns["mod"] = mod
-    signature = _site_means(summaries, use_quantiles)[SIGNATURE_SITE]
+    signature = central_summary(summaries)[SIGNATURE_SITE]
     files = {
         "signatures": outdir / f"{prefix}.signatures.csv",
         "h5ad": outdir / f"{prefix}.trained.h5ad",
@@ -167,7 +163,7 @@ def export_reference(trained: TrainedReference, outdir: str | Path, prefix: str 
     write_h5ad(adata, files["h5ad"])
     atomic_write(files["history"], lambda tmp: plot_history(trained.history.elbo_train, tmp, iter_start=20,
                                                             title="Reference model training"))
-    observed, expected = reconstruction(trained, _site_means(summaries, use_quantiles))
+    observed, expected = reconstruction(trained, central_summary(summaries))
     atomic_write(files["reconstruction"], lambda tmp: plot_reconstruction(observed, expected, tmp))
     averages = cluster_averages(trained.adata.X, design.labels, design.n_factors)
     atomic_write(files["signature_vs_average"], lambda tmp: plot_signature_vs_average(averages, signature, tmp))
