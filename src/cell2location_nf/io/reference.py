@@ -18,19 +18,26 @@ def read_reference_header(path: str | Path) -> ad.AnnData:
         raise InputError(f"Reference '{path}' is not a readable .h5ad file: {exc}") from exc
 
 
-def missing_reference_columns(
-    adata: ad.AnnData, path: str | Path, labels_key: str, batch_key: str | None, covariate_keys: list[str]
+def reference_header_problems(
+    adata: ad.AnnData, path: str | Path, labels_key: str, batch_key: str | None, covariate_keys: list[str],
+    layer: str | None,
 ) -> list[str]:
-    """Describe each required obs column that the reference lacks (empty list when all are present)."""
+    """Describe each required obs column, and the counts layer, that the reference lacks (empty when none)."""
     available = ", ".join(map(str, adata.obs.columns)) or "none"
     wanted = [("--labels_key", labels_key)]
     wanted += [("--batch_key", batch_key)] if batch_key else []
     wanted += [("--categorical_covariate_keys", key) for key in covariate_keys]
-    return [
+    problems = [
         f"reference '{path}': obs column '{column}' (from {param}) does not exist; available columns: {available}"
         for param, column in wanted
         if column not in adata.obs.columns
     ]
+    if layer and layer not in adata.layers:
+        problems.append(
+            f"reference '{path}': layer '{layer}' (from --reference_layer) does not exist; "
+            f"layers: {', '.join(adata.layers.keys()) or 'none'}"
+        )
+    return problems
 
 
 def read_reference(
@@ -39,12 +46,7 @@ def read_reference(
     """Read the reference fully, with the raw counts (``X`` or ``layer``) moved into ``X``."""
     path = Path(path)
     header = read_reference_header(path)
-    problems = missing_reference_columns(header, path, labels_key, batch_key, covariate_keys)
-    if layer is not None and layer not in header.layers:
-        problems.append(
-            f"reference '{path}': layer '{layer}' (from --reference_layer) does not exist; "
-            f"layers: {', '.join(header.layers.keys()) or 'none'}"
-        )
+    problems = reference_header_problems(header, path, labels_key, batch_key, covariate_keys, layer)
     header.file.close()
     if problems:
         raise InputError("\n".join(problems))

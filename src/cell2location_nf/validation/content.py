@@ -9,7 +9,7 @@ import anndata as ad
 import pandas as pd
 
 from ..errors import InputError
-from ..io.reference import missing_reference_columns, read_reference_header
+from ..io.reference import read_reference_header, reference_header_problems
 from ..io.spaceranger import locate_spaceranger, read_spaceranger_genes
 from ..preprocessing.genes import GENE_MATCH_MODES, match_genes
 from ..preprocessing.labels import label_problems
@@ -29,19 +29,13 @@ def check_reference(params: dict[str, Any]) -> tuple[list[str], pd.DataFrame | N
         adata = read_reference_header(path)
     except InputError as exc:
         return [str(exc)], None
-    problems = missing_reference_columns(
-        adata, path, params.get("labels_key") or "cell_type", params.get("batch_key"),
-        _split_keys(params.get("categorical_covariate_keys")),
-    )
     labels_key = params.get("labels_key") or "cell_type"
+    problems = reference_header_problems(
+        adata, path, labels_key, params.get("batch_key"), _split_keys(params.get("categorical_covariate_keys")),
+        params.get("reference_layer"),
+    )
     if labels_key in adata.obs.columns:
         problems += label_problems(adata.obs[labels_key], labels_key, int(params.get("min_cells_per_label") or 1), path)
-    layer = params.get("reference_layer")
-    if layer and layer not in adata.layers:
-        problems.append(
-            f"reference '{path}': layer '{layer}' (from --reference_layer) does not exist; "
-            f"layers: {', '.join(adata.layers.keys()) or 'none'}"
-        )
     var = adata.var.copy()
     adata.file.close()
     return problems, var
