@@ -100,7 +100,9 @@ def prepare_spatial(
     if adata.n_obs == 0:
         raise InputError(f"spatial sample '{sample}' ('{path}') has no locations.")
     adata = split_mitochondrial(adata)
-    reference_var = ad.read_h5ad(reference_h5ad, backed="r").var
+    header = ad.read_h5ad(reference_h5ad, backed="r")
+    reference_var = header.var.copy()
+    header.file.close()
     match = match_genes(reference_var, adata.var, gene_match, str(reference_h5ad), str(path))
     symbols = gene_symbols(adata.var)[match.spatial_index]
     ids = gene_ids(adata.var)
