@@ -12,6 +12,7 @@ from pyro import poutine
 from cell2location_nf.models.guide import MeanFieldGuide
 from cell2location_nf.models.mapping import LOCAL_SITES, MappingHyperparameters, MappingModel
 from cell2location_nf.models.mapping_elbo import CountBatch, draw, negative_elbo
+from cell2location_nf.models.nb_likelihood import neg_binomial_log_lik
 
 
 def _problem(seed: int = 0, n_obs: int = 30, n_genes: int = 25, n_types: int = 4):
@@ -19,7 +20,7 @@ def _problem(seed: int = 0, n_obs: int = 30, n_genes: int = 25, n_types: int = 4
     signatures = torch.as_tensor(rng.gamma(1.0, 1.0, size=(n_types, n_genes)), dtype=torch.float32)
     x = torch.as_tensor(sp.random(n_obs, n_genes, density=0.3, random_state=seed, data_rvs=lambda k: rng.integers(
         1, 20, size=k)).toarray(), dtype=torch.float32)
-    batch = torch.as_tensor(rng.integers(0, 2, size=n_obs))
+    batch = torch.as_tensor(np.sort(rng.integers(0, 2, size=n_obs)))  # rows grouped by batch, as the loader does
     n_cells = torch.as_tensor(rng.uniform(5, 10, size=(n_obs, 1)), dtype=torch.float32)
     model = MappingModel(n_obs, signatures, 2, n_cells, torch.tensor([[20.0], [200.0]]), 0.3,
                          MappingHyperparameters(n_groups=6))
@@ -37,7 +38,7 @@ def test_fused_elbo_equals_pyro(subset):
     torch.manual_seed(0)
     noise = {name: torch.randn_like(guide.locs[name][idx] if name in LOCAL_SITES else guide.locs[name])
              for name in guide.site_names}
-    ours = negative_elbo(model, guide, CountBatch(x[idx]), batch[idx], idx, noise)
+    ours = negative_elbo(model, guide, CountBatch(x[idx], batch[idx], 2), batch[idx], idx, noise)
     values = {name: z for name, (z, _, _) in draw(guide, idx, noise).items()}
     args = (x[idx], batch[idx], idx)
     model_trace = poutine.trace(poutine.condition(model, data=values)).get_trace(*args)
@@ -46,12 +47,15 @@ def test_fused_elbo_equals_pyro(subset):
     torch.testing.assert_close(ours, -pyro_elbo, rtol=2e-5, atol=1e-2)
 
 
-def test_fused_gradients_match_pyro():
+@pytest.mark.parametrize("subset", [None, [0, 2, 3, 11, 12, 29]])
+def test_fused_gradients_match_pyro(subset):
     model, guide, x, batch = _problem(seed=1)
-    idx = torch.arange(x.shape[0])
+    idx = torch.arange(x.shape[0]) if subset is None else torch.tensor(subset)
+    x, batch = x[idx], batch[idx]
     pyro.set_rng_seed(3)
-    noise = {name: torch.randn_like(guide.locs[name]) for name in guide.site_names}
-    negative_elbo(model, guide, CountBatch(x), batch, idx, noise).backward()
+    noise = {name: torch.randn_like(guide.locs[name][idx] if name in LOCAL_SITES else guide.locs[name])
+             for name in guide.site_names}
+    negative_elbo(model, guide, CountBatch(x, batch, 2), batch, idx, noise).backward()
     ours = {k: v.grad.clone() for k, v in guide.named_parameters()}
     guide.zero_grad()
     values = {name: z for name, (z, _, _) in draw(guide, idx, noise).items()}
@@ -60,3 +64,20 @@ def test_fused_gradients_match_pyro():
     (-(model_trace.log_prob_sum() - guide_trace.log_prob_sum())).backward()
     for name, grad in guide.named_parameters():
         torch.testing.assert_close(ours[name], grad.grad, rtol=1e-3, atol=1e-3)
+
+
+def test_likelihood_gradients_pass_gradcheck():
+    """The hand-written gradients of the NB likelihood node against finite differences (float64)."""
+    rng = np.random.default_rng(2)
+    n_obs, n_genes, n_types = 7, 9, 3
+    x = torch.as_tensor(rng.poisson(2.0, size=(n_obs, n_genes)), dtype=torch.float64)
+    batch = torch.as_tensor(np.sort(rng.integers(0, 2, size=n_obs)))
+    counts = CountBatch(x, batch, 2)
+    cell_state = torch.as_tensor(rng.gamma(1.0, 1.0, size=(n_types, n_genes)))
+
+    def positive(*shape):
+        return torch.as_tensor(rng.uniform(0.2, 2.0, size=shape)).requires_grad_()
+
+    inputs = (positive(n_obs, n_types), positive(1, n_genes), positive(2, n_genes), positive(n_obs, 1),
+              positive(2, n_genes))
+    assert torch.autograd.gradcheck(lambda *a: neg_binomial_log_lik(*a, cell_state, counts), inputs)

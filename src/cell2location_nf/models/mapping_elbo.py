@@ -18,6 +18,7 @@ from torch.nn.functional import softplus
 
 from .guide import MeanFieldGuide
 from .mapping import LOCAL_SITES, MappingModel
+from .nb_likelihood import CountBatch, neg_binomial_log_lik
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -28,17 +29,6 @@ def _gamma_logp(z: torch.Tensor, log_z: torch.Tensor, shape, rate) -> torch.Tens
 
 def _exponential_logp(z: torch.Tensor, rate) -> torch.Tensor:
     return (torch.log(rate) - rate * z).sum()
-
-
-class CountBatch:
-    """Counts of a (mini)batch as dense values plus the coordinates of their non-zero entries."""
-
-    def __init__(self, x: torch.Tensor):
-        self.x = x
-        rows, cols = torch.nonzero(x, as_tuple=True)
-        self.rows, self.cols, self.values = rows, cols, x[rows, cols]
-        self.n_rows = x.shape[0]
-        self.log_factorial = torch.lgamma(self.values + 1).sum()  # Σ log x!: constant, computed once
 
 
 def draw(guide: MeanFieldGuide, idx: torch.Tensor, noise: dict[str, torch.Tensor] | None = None):
@@ -103,16 +93,10 @@ def negative_elbo(model: MappingModel, guide: MeanFieldGuide, counts: CountBatch
     alpha_s = model.detection_alpha[batch_index]
     loc = loc + _gamma_logp(z["detection_y_s"], lz["detection_y_s"], alpha_s, alpha_s / y_e[batch_index])
 
-    # likelihood: NB(x | μ, α) without lgamma(x + 1)
-    mu = ((w_sf @ model.cell_state) * z["m_g"] + z["s_g_gene_add"][batch_index]) * z["detection_y_s"]
+    # likelihood: NB(x | μ, α), one autograd node (models/nb_likelihood.py)
     alpha_eg = 1 / z["alpha_g_inverse"].pow(2)
-    alpha = alpha_eg[batch_index]
-    log_alpha_mu = torch.log(alpha + mu)
-    dense = (alpha * (torch.log(alpha) - log_alpha_mu)).sum()
-    r, c, x = counts.rows, counts.cols, counts.values
-    a_nz = alpha[r, c]
-    sparse = (torch.lgamma(x + a_nz) - torch.lgamma(a_nz) + x * (torch.log(mu[r, c]) - log_alpha_mu[r, c])).sum()
-    likelihood = dense + sparse - counts.log_factorial
+    likelihood = neg_binomial_log_lik(w_sf, z["m_g"], z["s_g_gene_add"], z["detection_y_s"], alpha_eg,
+                                      model.cell_state, counts) - counts.log_factorial
 
     entropy_global = sum(v[2] for k, v in d.items() if k not in LOCAL_SITES)
     entropy_local = sum(v[2] for k, v in d.items() if k in LOCAL_SITES)

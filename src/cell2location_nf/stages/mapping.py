@@ -100,29 +100,38 @@ def batch_codes(adata: ad.AnnData) -> np.ndarray:
 
 
 class _LocationBatches:
-    """All locations per step (full batch) or shuffled minibatches; yields (counts, batch index, idx)."""
+    """All locations per step (full batch) or shuffled minibatches; yields (counts, batch index, idx).
 
-    def __init__(self, x, batch_index: np.ndarray, batch_size: int | None, device: torch.device, seed: int):
+    Rows of every step are grouped by batch (then by position), which the likelihood node relies on;
+    the order of locations within a step does not change the objective.
+    """
+
+    def __init__(self, x, batch_index: np.ndarray, n_batches: int, batch_size: int | None, device: torch.device,
+                 seed: int):
         self.n_obs = x.shape[0]
         self.device = device
         self.full = batch_size is None or batch_size >= self.n_obs
         self.x = sp.csr_matrix(x, dtype=np.float32)
-        self.batch_index = torch.as_tensor(batch_index, device=device)
+        self.batch_codes = np.asarray(batch_index, dtype=np.int64)
+        self.batch_index = torch.as_tensor(self.batch_codes, device=device)
         self.batch_size = batch_size or self.n_obs
         self.generator = torch.Generator().manual_seed(seed)
-        self._all = torch.arange(self.n_obs, device=device)
-        self._full_counts = CountBatch(torch.as_tensor(self.x.toarray(), device=device)) if self.full else None
+        self.n_batches = n_batches
+        self._full_step = self._step(np.arange(self.n_obs)) if self.full else None
+
+    def _step(self, idx: np.ndarray) -> tuple[CountBatch, torch.Tensor, torch.Tensor]:
+        idx = idx[np.lexsort((idx, self.batch_codes[idx]))]
+        batch_index = self.batch_index[torch.as_tensor(idx, device=self.device)]
+        counts = CountBatch(torch.as_tensor(self.x[idx].toarray(), device=self.device), batch_index, self.n_batches)
+        return counts, batch_index, torch.as_tensor(idx, device=self.device)
 
     def __call__(self, epoch: int):
         if self.full:
-            yield self._full_counts, self.batch_index, self._all
+            yield self._full_step
             return
-        order = torch.randperm(self.n_obs, generator=self.generator)
+        order = torch.randperm(self.n_obs, generator=self.generator).numpy()
         for start in range(0, self.n_obs, self.batch_size):
-            idx = order[start:start + self.batch_size]
-            counts = CountBatch(torch.as_tensor(self.x[idx.numpy()].toarray(), device=self.device))
-            idx = idx.to(self.device)
-            yield counts, self.batch_index[idx], idx
+            yield self._step(order[start:start + self.batch_size])
 
 
 def _pyro_loss(model, guide, counts: CountBatch, batch_index, idx):
@@ -177,7 +186,7 @@ def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: Mapping
     if settings.warm_start:
         warm_start_abundance(init, adata.X, model)
     guide = MeanFieldGuide(init, local_sites=LOCAL_SITES).to(device)
-    data = _LocationBatches(adata.X, batch_index, settings.batch_size, device, settings.seed)
+    data = _LocationBatches(adata.X, batch_index, model.n_batches, settings.batch_size, device, settings.seed)
     log.info("Mapping model: %d locations x %d genes, %d cell types, %d batches; detection mean %.4g, "
              "detection alpha %g; %d epochs, batch size %s, lr %g, device %s", adata.n_obs, adata.n_vars,
              signatures.shape[1], model.n_batches, model.detection_mean, settings.detection_alpha,
