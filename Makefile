@@ -8,7 +8,7 @@ TESTDATA := build/test_data
 NEXTFLOW := scripts/nextflow
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup nextflow-runtime test-data lint test run-test clean
+.PHONY: setup nextflow-runtime test-data lint test run-test bench bench-upstream-env clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ $(TESTDATA)/samplesheet.csv: $(VENV)/.installed $(wildcard src/cell2location_nf/
 test-data: $(TESTDATA)/samplesheet.csv
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests bin/cell2location-nf
+	$(VENV)/bin/ruff check src tests bench bin/cell2location-nf
 
 test: setup lint test-data
 	$(VENV)/bin/python -m pytest
@@ -35,6 +35,19 @@ test: setup lint test-data
 run-test: setup test-data
 	$(NEXTFLOW) run . -profile test --outdir $(OUTDIR)
 	@echo "Results are in $(abspath $(OUTDIR))"
+
+# The performance benchmarks of bench/RESULTS.md (hours with upstream; see bench/README.md). Upstream
+# cell2location runs too when bench/.venv-upstream exists (make bench-upstream-env); reused when done before.
+BENCH_THREADS ?= 1
+bench: setup
+	$(VENV)/bin/python bench/run_benchmark.py --seeds 0 1 --threads $(BENCH_THREADS)
+	$(VENV)/bin/python bench/profile_step.py --threads $(BENCH_THREADS)
+	$(VENV)/bin/python bench/run_benchmark.py --grid 25 40 --n-genes 3000 --n-types 20 --seeds 0 1 \
+		--threads $(BENCH_THREADS) --upstream-epochs 1000
+	$(VENV)/bin/python bench/run_scale.py --threads 2
+
+bench-upstream-env: setup
+	bash bench/setup_upstream.sh
 
 clean:
 	rm -rf build work results .nextflow .nextflow.log*

@@ -20,7 +20,7 @@ def _problem(seed: int = 0, n_obs: int = 30, n_genes: int = 25, n_types: int = 4
     signatures = torch.as_tensor(rng.gamma(1.0, 1.0, size=(n_types, n_genes)), dtype=torch.float32)
     x = torch.as_tensor(sp.random(n_obs, n_genes, density=0.3, random_state=seed, data_rvs=lambda k: rng.integers(
         1, 20, size=k)).toarray(), dtype=torch.float32)
-    batch = torch.as_tensor(np.sort(rng.integers(0, 2, size=n_obs)))  # rows grouped by batch, as the loader does
+    batch = torch.as_tensor(rng.integers(0, 2, size=n_obs))  # rows grouped by batch, as the loader does
     n_cells = torch.as_tensor(rng.uniform(5, 10, size=(n_obs, 1)), dtype=torch.float32)
     model = MappingModel(n_obs, signatures, 2, n_cells, torch.tensor([[20.0], [200.0]]), 0.3,
                          MappingHyperparameters(n_groups=6))
@@ -71,7 +71,7 @@ def test_likelihood_gradients_pass_gradcheck():
     rng = np.random.default_rng(2)
     n_obs, n_genes, n_types = 7, 9, 3
     x = torch.as_tensor(rng.poisson(2.0, size=(n_obs, n_genes)), dtype=torch.float64)
-    batch = torch.as_tensor(np.sort(rng.integers(0, 2, size=n_obs)))
+    batch = torch.as_tensor(rng.integers(0, 2, size=n_obs))
     counts = CountBatch(x, batch, 2)
     cell_state = torch.as_tensor(rng.gamma(1.0, 1.0, size=(n_types, n_genes)))
 
@@ -81,3 +81,24 @@ def test_likelihood_gradients_pass_gradcheck():
     inputs = (positive(n_obs, n_types), positive(1, n_genes), positive(2, n_genes), positive(n_obs, 1),
               positive(2, n_genes))
     assert torch.autograd.gradcheck(lambda *a: neg_binomial_log_lik(*a, cell_state, counts), inputs)
+
+
+def test_compiled_likelihood_pass_equals_eager():
+    """torch.compile fuses the dense pass; it must give the same value and gradients as eager execution."""
+    from cell2location_nf.models import nb_likelihood
+
+    rng = np.random.default_rng(4)
+    n_obs, n_genes = 40, 30
+    x = torch.as_tensor(rng.poisson(3.0, size=(n_obs, n_genes)), dtype=torch.float32)
+    batch = torch.as_tensor(rng.integers(0, 3, size=n_obs))
+    counts = CountBatch(x, batch, 3)
+    args = (torch.as_tensor(rng.gamma(1.0, 1.0, (n_obs, n_genes)), dtype=torch.float32), x,
+            *(torch.as_tensor(rng.uniform(0.2, 2.0, size=s), dtype=torch.float32)
+              for s in [(1, n_genes), (3, n_genes), (n_obs, 1), (3, n_genes)]),
+            batch, counts.batch_one_hot_t)
+    kernel = nb_likelihood._Kernel()
+    compiled = kernel(True, *args)
+    if kernel.failed:
+        pytest.skip("torch.compile is not available on this machine")
+    for ours, eager in zip(compiled, nb_likelihood.dense_terms(*args), strict=True):
+        torch.testing.assert_close(ours, eager, rtol=1e-5, atol=1e-4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 import torch
 
@@ -52,3 +53,15 @@ def test_training_stops_on_plateau_and_decays_the_learning_rate():
                       schedule=Schedule(lr_final=0.01, tol=1e-6, window=50, min_epochs=200))
     assert history.stopped_early and 200 <= len(history.elbo_train) < 5000
     assert abs(param.item() - 3.0) < 1e-2
+
+
+def test_schedules_are_presets_that_explicit_options_override():
+    from cell2location_nf.stages.mapping import SCHEDULES, settings_for_schedule
+
+    upstream = settings_for_schedule("upstream")
+    assert (upstream.max_epochs, upstream.lr, upstream.lr_final, upstream.warm_start) == (30000, 0.002, None, False)
+    fast = settings_for_schedule("fast", max_epochs=50, lr=None, seed=3)
+    assert fast.max_epochs == 50 and fast.lr == SCHEDULES["fast"]["lr"] and fast.seed == 3
+    assert fast.schedule == "fast"
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        settings_for_schedule("slow")

@@ -9,7 +9,14 @@ import click
 import pandas as pd
 
 from ..inference.device import DEVICE_CHOICES
-from ..stages.mapping import MappingSettings, export_mapping, load_mapping, save_mapping, train_mapping
+from ..stages.mapping import (
+    SCHEDULES,
+    export_mapping,
+    load_mapping,
+    save_mapping,
+    settings_for_schedule,
+    train_mapping,
+)
 from ..stages.mapping_inputs import align_genes, combine_samples, drop_empty_locations
 from .options import posterior_export_options
 
@@ -24,6 +31,9 @@ def load_inputs(signatures_path: str, spatial: tuple[str, ...], default_n_cells:
 
 def export_options(fn):
     fn = posterior_export_options("mapping")(fn)
+    fn = click.option("--per-type-expression", is_flag=True,
+                      help="Also write <sample>.expression_per_cell_type.h5ad: observed counts split among cell "
+                           "types (one layer per type, streamed by location chunk).")(fn)
     fn = click.option("--n-cells-per-location", type=float, default=30.0, show_default=True,
                       help="Expected cells per location for samples that do not set their own.")(fn)
     fn = click.argument("spatial", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))(fn)
@@ -34,36 +44,48 @@ def export_options(fn):
 
 @click.command("map-spatial")
 @export_options
-@click.option("--max-epochs", type=int, default=30000, show_default=True)
+@click.option("--schedule", type=click.Choice(sorted(SCHEDULES)), default="fast", show_default=True,
+              help="Training preset: 'fast' (warm start, decaying lr, fewer epochs; validated in bench/RESULTS.md) "
+                   "or 'upstream' (30,000 full-batch epochs at lr 0.002 from the prior means, as cell2location).")
+@click.option("--max-epochs", type=int, default=None, help="Override the schedule's epochs.")
 @click.option("--batch-size", type=int, default=0, show_default=True, help="Locations per minibatch; 0 = all.")
-@click.option("--lr", type=float, default=0.002, show_default=True)
+@click.option("--lr", type=float, default=None, help="Override the schedule's (initial) learning rate.")
 @click.option("--clip-norm", type=float, default=None, help="Gradient norm clipping (off by default, as upstream).")
 @click.option("--detection-alpha", type=float, default=20.0, show_default=True,
               help="Prior strength of per-location detection efficiency (upstream: 20; 200 for less variation).")
 @click.option("--a-factors-per-location", type=float, default=7.0, show_default=True)
 @click.option("--b-groups-per-location", type=float, default=7.0, show_default=True)
 @click.option("--n-groups", type=int, default=50, show_default=True)
-@click.option("--warm-start", is_flag=True, help="Start abundances from Poisson NMF with fixed signatures.")
-@click.option("--lr-final", type=float, default=None, help="Decay the learning rate exponentially to this value.")
+@click.option("--warm-start/--no-warm-start", default=None,
+              help="Override the schedule: start abundances from Poisson NMF with fixed signatures, or not.")
+@click.option("--lr-final", type=float, default=None,
+              help="Override the schedule's final learning rate (exponential decay from --lr).")
 @click.option("--tol", type=float, default=None,
               help="Stop when the mean -ELBO over 200 epochs improves by less than this (relative).")
 @click.option("--min-epochs", type=int, default=1000, show_default=True, help="Never stop (--tol) before this.")
 @click.option("--elbo", type=click.Choice(["fused", "pyro"]), default="fused", show_default=True,
               help="Objective implementation: fused torch (faster) or pyro's Trace_ELBO (same objective).")
+@click.option("--scale-lr-factor", type=float, default=None,
+              help="Override the schedule: learning rate of the guide's scale parameters relative to --lr.")
+@click.option("--compile/--no-compile", "compile_", default=None,
+              help="torch.compile the likelihood pass (default: when locations x genes x epochs >= 5e8).")
 @click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def map_spatial_cmd(signatures, spatial, n_cells_per_location, prefix, outdir, use_quantiles, num_samples,
-                    max_epochs, batch_size, lr, clip_norm, detection_alpha, a_factors_per_location,
-                    b_groups_per_location, n_groups, warm_start, lr_final, tol, min_epochs, elbo, device,
-                    seed) -> None:
+def map_spatial_cmd(signatures, spatial, n_cells_per_location, per_type_expression, prefix, outdir,
+                    use_quantiles, num_samples, schedule, max_epochs, batch_size, lr, clip_norm, detection_alpha,
+                    a_factors_per_location, b_groups_per_location, n_groups, warm_start, lr_final, tol,
+                    min_epochs, elbo, scale_lr_factor, compile_, device, seed) -> None:
     """Estimate absolute cell abundances of every cell type at every location, all samples jointly."""
     adata, table = load_inputs(signatures, spatial, n_cells_per_location)
-    settings = MappingSettings(max_epochs, batch_size or None, lr, seed, device, clip_norm, detection_alpha, 1.0,
-                               a_factors_per_location, b_groups_per_location, n_groups, elbo, warm_start,
-                               lr_final, tol, min_epochs)
+    settings = settings_for_schedule(
+        schedule, max_epochs=max_epochs, lr=lr, lr_final=lr_final, warm_start=warm_start,
+        scale_lr_factor=scale_lr_factor, batch_size=batch_size or None, seed=seed, device=device,
+        clip_norm=clip_norm, detection_alpha=detection_alpha,
+        A_factors_per_location=a_factors_per_location, B_groups_per_location=b_groups_per_location,
+        n_groups=n_groups, elbo=elbo, tol=tol, min_epochs=min_epochs, compile=compile_)
     trained = train_mapping(adata, table, settings, source=signatures)
     model_path = save_mapping(trained, Path(outdir) / f"{prefix}.mapping_model.h5")
-    files = export_mapping(trained, outdir, num_samples, use_quantiles, prefix)
+    files = export_mapping(trained, outdir, num_samples, use_quantiles, prefix, per_type_expression)
     click.echo(f"Mapped {adata.n_obs} locations; {len(files)} files in {outdir}; model: {model_path}")
 
 
@@ -71,10 +93,10 @@ def map_spatial_cmd(signatures, spatial, n_cells_per_location, prefix, outdir, u
 @export_options
 @click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False), required=True,
               help="<prefix>.mapping_model.h5 from map-spatial.")
-def export_mapping_cmd(signatures, spatial, n_cells_per_location, prefix, outdir, use_quantiles, num_samples,
-                       model_path) -> None:
+def export_mapping_cmd(signatures, spatial, n_cells_per_location, per_type_expression, prefix, outdir,
+                       use_quantiles, num_samples, model_path) -> None:
     """Re-export abundances and QC from saved parameters, without retraining."""
     adata, table = load_inputs(signatures, spatial, n_cells_per_location)
     trained = load_mapping(model_path, adata, table)
-    files = export_mapping(trained, outdir, num_samples, use_quantiles, prefix)
+    files = export_mapping(trained, outdir, num_samples, use_quantiles, prefix, per_type_expression)
     click.echo(f"Exported {len(files)} files to {outdir}")

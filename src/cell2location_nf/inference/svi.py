@@ -79,13 +79,21 @@ def run_svi(
     log_every: int | None = None,
     loss_fn: Callable | None = None,
     schedule: Schedule = Schedule(),
+    scale_lr_factor: float = 1.0,
 ) -> TrainingHistory:
     """Train ``guide`` against ``model``; ``epoch_batches(epoch)`` yields the model arguments per step.
 
     ``loss_fn(model, guide, *args)`` returns the −ELBO to minimise; default: pyro's 1-particle Trace_ELBO.
     """
     history = history or TrainingHistory()
-    optimizer = torch.optim.Adam(guide.parameters(), lr=lr)
+    scales = getattr(guide, "raw_scales", None)
+    if scale_lr_factor != 1.0 and scales is not None:  # the guide's scale parameters at a lower learning rate
+        scale_ids = {id(p) for p in scales.parameters()}
+        groups = [{"params": [p for p in guide.parameters() if id(p) not in scale_ids]},
+                  {"params": list(scales.parameters()), "lr": lr * scale_lr_factor}]
+        optimizer = torch.optim.Adam(groups, lr=lr)
+    else:
+        optimizer = torch.optim.Adam(guide.parameters(), lr=lr)
     loss_fn = loss_fn or Trace_ELBO().differentiable_loss
     scheduler = None
     if schedule.lr_final is not None and n_epochs > 1:

@@ -47,8 +47,9 @@ def draw(guide: MeanFieldGuide, idx: torch.Tensor, noise: dict[str, torch.Tensor
 
 
 def negative_elbo(model: MappingModel, guide: MeanFieldGuide, counts: CountBatch, batch_index: torch.Tensor,
-                  idx: torch.Tensor, noise: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-    """−ELBO estimate (scaled to all locations) for one minibatch of locations."""
+                  idx: torch.Tensor, noise: dict[str, torch.Tensor] | None = None,
+                  use_compile: bool = False) -> torch.Tensor:
+    """−ELBO estimate (scaled to all locations) for one minibatch; ``use_compile``: see nb_likelihood."""
     h, R, F = model.hyper, model.hyper.n_groups, model.n_factors
     d = draw(guide, idx, noise)
     z = {k: v[0] for k, v in d.items()}
@@ -96,7 +97,7 @@ def negative_elbo(model: MappingModel, guide: MeanFieldGuide, counts: CountBatch
     # likelihood: NB(x | μ, α), one autograd node (models/nb_likelihood.py)
     alpha_eg = 1 / z["alpha_g_inverse"].pow(2)
     likelihood = neg_binomial_log_lik(w_sf, z["m_g"], z["s_g_gene_add"], z["detection_y_s"], alpha_eg,
-                                      model.cell_state, counts) - counts.log_factorial
+                                      model.cell_state, counts, use_compile) - counts.log_factorial
 
     entropy_global = sum(v[2] for k, v in d.items() if k not in LOCAL_SITES)
     entropy_local = sum(v[2] for k, v in d.items() if k in LOCAL_SITES)

@@ -10,6 +10,7 @@ process CELL2LOCATION_MAP {
     output:
     path("*.mapped.h5ad")                             , emit: h5ad
     path("*.cell_abundance_*.csv")                    , emit: abundance
+    path("*.expression_per_cell_type.h5ad")           , emit: per_type_expression, optional: true
     tuple val(meta), path("${prefix}.mapping_model.h5")     , emit: model
     tuple val(meta), path("${prefix}.*.png")                , emit: plots
     tuple val(meta), path("${prefix}.training_summary.json"), emit: summary

@@ -1,0 +1,75 @@
+"""Time one full-batch mapping step (loss, backward, Adam) with each objective implementation, side by side.
+
+    .venv/bin/python bench/profile_step.py                      # the 800 x 1000 x 12 benchmark set, 1 thread
+    .venv/bin/python bench/profile_step.py --dataset 2000x3000x20 --threads 2
+
+Implementations: pyro's Trace_ELBO over our model and guide (the path upstream takes), the fused −ELBO
+with its likelihood pass run eagerly, and the same pass compiled with torch.compile. The dataset folder
+is one made by run_benchmark.py (its signatures and samples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from functools import partial
+from pathlib import Path
+
+import anndata as ad
+import pandas as pd
+import torch
+
+from cell2location_nf.models.mapping_elbo import negative_elbo
+from cell2location_nf.stages.mapping import LOSSES, MappingSettings, _LocationBatches, train_mapping
+from cell2location_nf.stages.mapping_inputs import align_genes, combine_samples
+
+HERE = Path(__file__).resolve().parent
+
+
+def time_steps(loss_fn, trained, step_args, steps: int) -> float:
+    """Mean milliseconds per optimisation step after two warm-up steps."""
+    optimizer = torch.optim.Adam(trained.guide.parameters(), lr=0.002)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(trained.model, trained.guide, *step_args).backward()
+        optimizer.step()
+
+    for _ in range(2):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="800x1000x12")
+    parser.add_argument("--workdir", type=Path, default=HERE / "work")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=100)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    data = args.workdir / args.dataset
+    signatures = pd.read_csv(data / "signatures" / "reference.signatures.csv", index_col=0)
+    samples = sorted(data.glob("sample_*.h5ad"))
+    adata, signatures = align_genes(combine_samples([ad.read_h5ad(p) for p in samples], 10.0), signatures, "sig")
+    trained = train_mapping(adata, signatures, MappingSettings(max_epochs=1, device="cpu", compile=False))
+    loader = _LocationBatches(adata.X, trained.batch_index, trained.model.n_batches, None, torch.device("cpu"), 0)
+    step_args = next(iter(loader(0)))
+    variants = {"pyro Trace_ELBO": LOSSES["pyro"], "fused, eager": negative_elbo,
+                "fused, compiled": partial(negative_elbo, use_compile=True)}
+    print(f"{args.dataset}: {adata.n_obs} locations x {adata.n_vars} genes x {signatures.shape[1]} types, "
+          f"{args.threads} thread(s), mean of {args.steps} steps\n")
+    print("| implementation | ms per step | relative to pyro |\n|---|---|---|")
+    reference = None
+    for name, loss_fn in variants.items():
+        ms = time_steps(loss_fn, trained, step_args, args.steps)
+        reference = reference or ms
+        print(f"| {name} | {ms:.1f} | {reference / ms:.1f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
