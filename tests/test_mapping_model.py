@@ -124,9 +124,11 @@ def test_minibatch_training_runs(inputs):
     assert len(run.history.elbo_train) == 3 and np.isfinite(run.history.elbo_train).all()
 
 
-def test_same_seed_same_results(inputs):
+@pytest.mark.parametrize("compiled", [False, True])
+def test_same_seed_same_results(inputs, compiled):
     _, _, _, adata, signatures = inputs
-    a, b = (train_mapping(adata, signatures, MappingSettings(max_epochs=20, seed=3)) for _ in range(2))
+    settings = MappingSettings(max_epochs=20, seed=3, compile=compiled)
+    a, b = (train_mapping(adata, signatures, settings) for _ in range(2))
     for name, value in a.guide.state_dict().items():
         assert torch.equal(b.guide.state_dict()[name], value), name
 

@@ -45,7 +45,7 @@ def export_options(fn):
 @click.command("map-spatial")
 @export_options
 @click.option("--schedule", type=click.Choice(sorted(SCHEDULES)), default="fast", show_default=True,
-              help="Training preset: 'fast' (warm start, decaying lr, fewer epochs; validated in bench/RESULTS.md) "
+              help="Training preset: 'fast' (lr 0.04 decaying to 0.002, 9,000 epochs; see bench/RESULTS.md) "
                    "or 'upstream' (30,000 full-batch epochs at lr 0.002 from the prior means, as cell2location).")
 @click.option("--max-epochs", type=int, default=None, help="Override the schedule's epochs.")
 @click.option("--batch-size", type=int, default=0, show_default=True, help="Locations per minibatch; 0 = all.")

@@ -58,7 +58,7 @@ SCHEDULES: dict[str, dict] = {
     # upstream cell2location 0.1.5: 30,000 full-batch epochs from the prior means at a constant Adam lr 0.002
     "upstream": {"max_epochs": 30000, "lr": 0.002, "lr_final": None, "warm_start": False},
     # validated against upstream in bench/RESULTS.md (issue 5)
-    "fast": {"max_epochs": 6000, "lr": 0.05, "lr_final": 0.001, "warm_start": True},
+    "fast": {"max_epochs": 9000, "lr": 0.04, "lr_final": 0.002, "warm_start": False},
 }
 
 
@@ -359,6 +359,8 @@ def mapping_summary(trained: TrainedMapping, qc: ad.AnnData, observed: np.ndarra
     return {
         "locations": trained.adata.n_obs, "genes": trained.adata.n_vars, "cell_types": trained.signatures.shape[1],
         "batches": trained.model.n_batches, "epochs": len(trained.history.elbo_train),
+        "schedule": trained.settings.schedule, "lr": trained.settings.lr, "lr_final": trained.settings.lr_final,
+        "warm_start": trained.settings.warm_start, "batch_size": trained.settings.batch_size,
         "final_elbo": trained.history.elbo_train[-1], "runtime_s": round(trained.history.seconds, 2),
         "device": trained.device, "detection_alpha": trained.settings.detection_alpha,
         "detection_mean": trained.model.detection_mean,
