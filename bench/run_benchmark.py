@@ -152,7 +152,8 @@ def main() -> None:
     upstream = table[table["tool"] == "upstream"].set_index("seed")["wall_s"]
     table["speed-up"] = [upstream.get(r.seed, float("nan")) / r.wall_s if r.tool != "upstream" else 1.0
                          for r in table.itertuples()]
-    tag = f"{'-'.join(args.tools)}{args.label}_seeds{'-'.join(map(str, args.seeds))}"
+    tag = f"{'-'.join(args.tools)}{args.label}_seeds{'-'.join(map(str, args.seeds))}" + (
+        f"_epochs{args.epochs}" if args.epochs else "")
     (data / f"results_{tag}.json").write_text(table.to_json(orient="records", indent=2))
     print(f"\nDataset {name} (spots x genes x types), N = {n_cells}, threads = {args.threads}\n")
     columns = ["tool", "seed", "epochs", "reused", "wall_s", "speed-up", "peak_rss_mib", *metrics]

@@ -11,16 +11,18 @@ values (and logged −ELBO histories) are comparable with upstream's. Two exact 
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 from torch.nn.functional import softplus
 
 from .guide import MeanFieldGuide
-from .mapping import LOCAL_SITES, MappingModel
+from .mapping import LOCAL_SITES, MappingHyperparameters, MappingModel
 from .nb_likelihood import CountBatch, neg_binomial_log_lik
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+log = logging.getLogger(__name__)
 
 
 def _gamma_logp(z: torch.Tensor, log_z: torch.Tensor, shape, rate) -> torch.Tensor:
@@ -33,29 +35,37 @@ def _exponential_logp(z: torch.Tensor, rate) -> torch.Tensor:
 
 def draw(guide: MeanFieldGuide, idx: torch.Tensor, noise: dict[str, torch.Tensor] | None = None):
     """Reparameterised draws: {site: (z, log z, −log q(z) summed)}; local sites for rows ``idx`` only."""
+    noise = noise if noise is not None else draw_noise(guide, idx)
+    return _draws(dict(guide.locs), dict(guide.raw_scales), noise, idx)
+
+
+def draw_noise(guide: MeanFieldGuide, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Standard normal noise for every site (local sites: rows ``idx``), in site order (one random stream)."""
+    return {name: torch.randn_like(guide.locs[name][idx] if name in LOCAL_SITES else guide.locs[name])
+            for name in guide.site_names}
+
+
+def _draws(locs: dict, raw_scales: dict, noise: dict, idx: torch.Tensor):
     out = {}
-    for name in guide.site_names:
-        loc, raw = guide.locs[name], guide.raw_scales[name]
+    for name, eps in noise.items():
+        loc, raw = locs[name], raw_scales[name]
         if name in LOCAL_SITES:
             loc, raw = loc[idx], raw[idx]
         scale = softplus(raw)
-        eps = noise[name] if noise is not None else torch.randn_like(loc)
         log_z = loc + scale * eps
         entropy = (log_z + torch.log(scale) + HALF_LOG_2PI + 0.5 * eps * eps).sum()  # = −Σ log q(z)
         out[name] = (torch.exp(log_z), log_z, entropy)
     return out
 
 
-def negative_elbo(model: MappingModel, guide: MeanFieldGuide, counts: CountBatch, batch_index: torch.Tensor,
-                  idx: torch.Tensor, noise: dict[str, torch.Tensor] | None = None,
-                  use_compile: bool = False) -> torch.Tensor:
-    """−ELBO estimate (scaled to all locations) for one minibatch; ``use_compile``: see nb_likelihood."""
-    h, R, F = model.hyper, model.hyper.n_groups, model.n_factors
-    d = draw(guide, idx, noise)
+def site_terms(locs: dict, raw_scales: dict, noise: dict, idx: torch.Tensor, batch_index: torch.Tensor,
+               n_cells: torch.Tensor, detection_alpha: torch.Tensor, one: torch.Tensor,
+               hyper: MappingHyperparameters, detection_mean: float, n_factors: int):
+    """Draws, and log prior + entropy of every site: (draws, global sum, location-plated sum for rows idx)."""
+    h, R, F = hyper, hyper.n_groups, n_factors
+    d = _draws(locs, raw_scales, noise, idx)
     z = {k: v[0] for k, v in d.items()}
     lz = {k: v[1] for k, v in d.items()}
-    scale_local = model.n_obs / counts.n_rows
-    one = model._one
 
     # global sites
     g = _gamma_logp(z["m_g_mean"], lz["m_g_mean"], one * h.m_g_mean_var_ratio * h.m_g_mean,
@@ -69,7 +79,7 @@ def negative_elbo(model: MappingModel, guide: MeanFieldGuide, counts: CountBatch
     g = g + _gamma_logp(z["x_fr_group2fact"], lz["x_fr_group2fact"], k_r / F, k_r)
     y_e = z["detection_mean_y_e"]
     g = g + _gamma_logp(y_e, lz["detection_mean_y_e"], one * h.detection_mean_alpha,
-                        one * (h.detection_mean_alpha / model.detection_mean))
+                        one * (h.detection_mean_alpha / detection_mean))
     a_s = z["s_g_gene_add_alpha_hyp"]
     g = g + _gamma_logp(a_s, lz["s_g_gene_add_alpha_hyp"], one * h.gene_add_alpha_hyp[0], one * h.gene_add_alpha_hyp[1])
     m_e = z["s_g_gene_add_mean"]
@@ -82,24 +92,55 @@ def negative_elbo(model: MappingModel, guide: MeanFieldGuide, counts: CountBatch
     g = g + _exponential_logp(z["alpha_g_inverse"], phi)
 
     # location-plated sites
-    n_cells = model.n_cells[idx]
     n_s, b_s = z["n_s_cells_per_location"], z["b_s_groups_per_location"]
     loc = _gamma_logp(n_s, lz["n_s_cells_per_location"], n_cells * h.N_cells_mean_var_ratio,
                       one * h.N_cells_mean_var_ratio)
     loc = loc + _gamma_logp(b_s, lz["b_s_groups_per_location"], one * h.B_groups_per_location, one)
     loc = loc + _gamma_logp(z["z_sr_groups_factors"], lz["z_sr_groups_factors"], b_s / R, b_s / n_s)
-    w_sf = z["w_sf"]
     w_mu = z["z_sr_groups_factors"] @ z["x_fr_group2fact"]
-    loc = loc + _gamma_logp(w_sf, lz["w_sf"], w_mu * h.w_sf_mean_var_ratio, one * h.w_sf_mean_var_ratio)
-    alpha_s = model.detection_alpha[batch_index]
+    loc = loc + _gamma_logp(z["w_sf"], lz["w_sf"], w_mu * h.w_sf_mean_var_ratio, one * h.w_sf_mean_var_ratio)
+    alpha_s = detection_alpha[batch_index]
     loc = loc + _gamma_logp(z["detection_y_s"], lz["detection_y_s"], alpha_s, alpha_s / y_e[batch_index])
 
+    g = g + sum(v[2] for k, v in d.items() if k not in LOCAL_SITES)
+    loc = loc + sum(v[2] for k, v in d.items() if k in LOCAL_SITES)
+    return z, g, loc
+
+
+_compiled_site_terms = None
+
+
+def _site_terms_fn(use_compile: bool):
+    """``site_terms``, compiled once when asked (falls back to eager where compilation is unavailable)."""
+    global _compiled_site_terms
+    if not use_compile:
+        return site_terms
+    if _compiled_site_terms is None:
+        _compiled_site_terms = torch.compile(site_terms, dynamic=None)
+    return _compiled_site_terms
+
+
+def negative_elbo(model: MappingModel, guide: MeanFieldGuide, counts: CountBatch, batch_index: torch.Tensor,
+                  idx: torch.Tensor, noise: dict[str, torch.Tensor] | None = None,
+                  use_compile: bool = False) -> torch.Tensor:
+    """−ELBO estimate (scaled to all locations) for one minibatch.
+
+    ``use_compile``: fuse the prior/entropy terms and the likelihood pass with torch.compile (same values).
+    """
+    noise = noise if noise is not None else draw_noise(guide, idx)
+    args = (dict(guide.locs), dict(guide.raw_scales), noise, idx, batch_index, model.n_cells[idx],
+            model.detection_alpha, model._one, model.hyper, model.detection_mean, model.n_factors)
+    try:
+        z, global_terms, local_terms = _site_terms_fn(use_compile)(*args)
+    except Exception as err:  # no C++ compiler / Triton: the same terms, eagerly
+        if not use_compile:
+            raise
+        log.warning("torch.compile of the prior terms failed (%s); running them eagerly", err)
+        use_compile = False
+        z, global_terms, local_terms = site_terms(*args)
     # likelihood: NB(x | μ, α), one autograd node (models/nb_likelihood.py)
     alpha_eg = 1 / z["alpha_g_inverse"].pow(2)
-    likelihood = neg_binomial_log_lik(w_sf, z["m_g"], z["s_g_gene_add"], z["detection_y_s"], alpha_eg,
+    likelihood = neg_binomial_log_lik(z["w_sf"], z["m_g"], z["s_g_gene_add"], z["detection_y_s"], alpha_eg,
                                       model.cell_state, counts, use_compile) - counts.log_factorial
-
-    entropy_global = sum(v[2] for k, v in d.items() if k not in LOCAL_SITES)
-    entropy_local = sum(v[2] for k, v in d.items() if k in LOCAL_SITES)
-    elbo = g + entropy_global + scale_local * (loc + entropy_local + likelihood)
-    return -elbo
+    scale_local = model.n_obs / counts.n_rows
+    return -(global_terms + scale_local * (local_terms + likelihood))
