@@ -37,3 +37,4 @@ def test_streamed_layers_match_the_dense_formula(tmp_path, monkeypatch):
     summed = sum(out.layers[name].toarray() for name in types)
     np.testing.assert_allclose(summed + dense * ambient / total, dense, rtol=1e-5)  # types + ambient = counts
     assert not list(tmp_path.glob(".x.h5ad*"))  # no temporary file left behind
+
