@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import anndata as ad
 import h5py
 import numpy as np
 import pandas as pd
@@ -68,6 +67,10 @@ def write_per_type_expression(path: str | Path, counts: sp.csr_matrix, w_sf: np.
                     else:
                         sparse_dataset(layers[name]).append(matrix)
                 first = False
-        ad.read_h5ad(tmp, backed="r").file.close()  # fail here, not in the user's hands, if the file is unreadable
+        with h5py.File(tmp, "r") as f:  # fail here, not in the user's hands, if a layer came out wrong
+            for name in cell_types:
+                layer = sparse_dataset(f["layers"][name])
+                if tuple(layer.shape) != tuple(counts.shape):
+                    raise RuntimeError(f"layer {name!r} of {path} has shape {layer.shape}, not {counts.shape}")
 
     return atomic_write(Path(path), write)
