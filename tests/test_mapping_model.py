@@ -226,3 +226,14 @@ def test_pyro_trace_elbo_path_trains_the_same_objective(inputs):
     pyro_run = train_mapping(adata, signatures, MappingSettings(max_epochs=30, seed=5, elbo="pyro"))
     # different random draws, same objective: the -ELBO histories agree to within sampling noise
     np.testing.assert_allclose(fused.history.elbo_train[-5:], pyro_run.history.elbo_train[-5:], rtol=0.02)
+
+
+def test_export_writes_per_type_expression_that_sums_to_the_counts_less_ambient(trained, tmp_path):
+    files = export_mapping(trained, tmp_path, num_samples=20, use_quantiles=True, per_type_expression=True)
+    split = ad.read_h5ad(files["sample_1.per_type"])
+    types = list(trained.signatures.columns)
+    assert list(split.layers) == types
+    rows = np.flatnonzero((trained.adata.obs["sample"] == "sample_1").to_numpy())
+    observed = trained.adata.X[rows].toarray()
+    summed = sum(split.layers[t].toarray() for t in types)
+    assert split.shape == observed.shape and np.all(summed <= observed + 1e-3) and summed.sum() > 0.5 * observed.sum()

@@ -19,11 +19,13 @@ def test_streamed_layers_match_the_dense_formula(tmp_path, monkeypatch):
     w = rng.gamma(1.0, 1.0, (n_obs, n_types))
     g = rng.gamma(1.0, 1.0, (n_types, n_genes))
     m = rng.gamma(2.0, 0.5, (1, n_genes))
-    ambient = rng.gamma(1.0, 0.1, (n_obs, n_genes))
+    s_eg = rng.gamma(1.0, 0.1, (2, n_genes))  # ambient RNA per batch
+    batch = rng.integers(0, 2, n_obs)
+    ambient = s_eg[batch]
     monkeypatch.setattr(per_type_expression, "MAX_CHUNK_VALUES", 200)  # many chunks of a few rows each
     types = [f"type_{f}" for f in range(n_types)]
     obs = pd.DataFrame({"barcode": [f"b{i}" for i in range(n_obs)]}, index=[f"s_{i}" for i in range(n_obs)])
-    path = write_per_type_expression(tmp_path / "x.h5ad", counts, w, g, m, ambient, obs,
+    path = write_per_type_expression(tmp_path / "x.h5ad", counts, w, g, m, s_eg, batch, obs,
                                      pd.DataFrame(index=[f"g{j}" for j in range(n_genes)]), types)
     out = ad.read_h5ad(path)
     assert list(out.layers) == types and out.shape == (n_obs, n_genes)

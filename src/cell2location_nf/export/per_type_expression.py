@@ -23,19 +23,19 @@ from .posterior import MAX_CHUNK_VALUES
 
 
 def allocate_counts(counts: sp.csr_matrix, w_sf: np.ndarray, signatures: np.ndarray, m_g: np.ndarray,
-                    s_g: np.ndarray) -> list[sp.csr_matrix]:
-    """One CSR matrix per type for a block of locations; ``s_g`` is the ambient term per location (S x G)."""
+                    s_eg: np.ndarray, batch_codes: np.ndarray) -> list[sp.csr_matrix]:
+    """One CSR matrix per type for a block of locations; ambient s_eg is per batch (E x G), looked up per count."""
     counts = sp.csr_matrix(counts, dtype=np.float32)
     rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))
     cols = counts.indices
     per_type = w_sf[rows] * (signatures[:, cols].T * m_g.reshape(-1)[cols, None])  # (nnz, F)
-    share = per_type / (per_type.sum(axis=1, keepdims=True) + s_g[rows, cols][:, None])
+    share = per_type / (per_type.sum(axis=1, keepdims=True) + s_eg[batch_codes[rows], cols][:, None])
     values = (counts.data[:, None] * share).astype(np.float32)
     return [sp.csr_matrix((values[:, f], cols, counts.indptr), shape=counts.shape) for f in range(w_sf.shape[1])]
 
 
 def allocation_chunks(counts: sp.csr_matrix, w_sf: np.ndarray, signatures: np.ndarray, m_g: np.ndarray,
-                      ambient: np.ndarray) -> Iterator[list[sp.csr_matrix]]:
+                      s_eg: np.ndarray, batch_codes: np.ndarray) -> Iterator[list[sp.csr_matrix]]:
     """:func:`allocate_counts` over row chunks holding at most ``MAX_CHUNK_VALUES`` (non-zero x type) values."""
     n_types = w_sf.shape[1]
     nnz_per_row = np.diff(counts.indptr)
@@ -43,13 +43,13 @@ def allocation_chunks(counts: sp.csr_matrix, w_sf: np.ndarray, signatures: np.nd
     while start < counts.shape[0]:
         budget = np.cumsum(nnz_per_row[start:]) * n_types
         stop = start + max(1, int(np.searchsorted(budget, MAX_CHUNK_VALUES, side="right")))
-        yield allocate_counts(counts[start:stop], w_sf[start:stop], signatures, m_g, ambient[start:stop])
+        yield allocate_counts(counts[start:stop], w_sf[start:stop], signatures, m_g, s_eg, batch_codes[start:stop])
         start = stop
 
 
 def write_per_type_expression(path: str | Path, counts: sp.csr_matrix, w_sf: np.ndarray, signatures: np.ndarray,
-                              m_g: np.ndarray, ambient: np.ndarray, obs: pd.DataFrame, var: pd.DataFrame,
-                              cell_types: list[str]) -> Path:
+                              m_g: np.ndarray, s_eg: np.ndarray, batch_codes: np.ndarray, obs: pd.DataFrame,
+                              var: pd.DataFrame, cell_types: list[str]) -> Path:
     """An .h5ad with obs, var and one CSR layer per cell type (no X), written chunk by chunk and atomically."""
 
     def write(tmp: Path) -> None:
@@ -60,7 +60,7 @@ def write_per_type_expression(path: str | Path, counts: sp.csr_matrix, w_sf: np.
             layers = f.create_group("layers")
             layers.attrs["encoding-type"], layers.attrs["encoding-version"] = "dict", "0.1.0"
             first = True
-            for matrices in allocation_chunks(counts, w_sf, signatures, m_g, ambient):
+            for matrices in allocation_chunks(counts, w_sf, signatures, m_g, s_eg, batch_codes):
                 for name, matrix in zip(cell_types, matrices, strict=True):
                     if first:
                         write_elem(layers, name, matrix)

@@ -335,11 +335,10 @@ def _write_per_type_expression(trained: TrainedMapping, q05: dict[str, np.ndarra
     """Counts of one sample split among cell types at the q05 posterior (as upstream's tutorial does)."""
     adata = trained.adata
     rows = np.flatnonzero((adata.obs["sample"] == sample).to_numpy())
-    ambient = q05["s_g_gene_add"][trained.batch_index[rows]]
     return write_per_type_expression(
         outdir / f"{sample}.expression_per_cell_type.h5ad", sp.csr_matrix(adata.X[rows]), q05[ABUNDANCE_SITE][rows],
-        trained.signatures.to_numpy().T, q05["m_g"], ambient, adata.obs.iloc[rows][["barcode", "sample"]],
-        adata.var[[]], list(trained.signatures.columns))
+        trained.signatures.to_numpy().T, q05["m_g"], q05["s_g_gene_add"], trained.batch_index[rows],
+        adata.obs.iloc[rows][["barcode", "sample"]], adata.var[[]], list(trained.signatures.columns))
 
 
 def reconstruction(trained: TrainedMapping, central: dict[str, np.ndarray], n_locations: int = 1000):
