@@ -42,9 +42,9 @@ BENCH_THREADS ?= 1
 bench: setup
 	$(VENV)/bin/python bench/run_benchmark.py --seeds 0 1 --threads $(BENCH_THREADS)
 	$(VENV)/bin/python bench/profile_step.py --threads $(BENCH_THREADS)
-	$(VENV)/bin/python bench/run_benchmark.py --grid 25 40 --n-genes 3000 --n-types 20 --seeds 0 1 \
-		--threads $(BENCH_THREADS) --upstream-epochs 1000
-	$(VENV)/bin/python bench/run_scale.py --threads 2
+	$(VENV)/bin/python bench/run_benchmark.py --grid 25 40 --n-genes 3000 --n-types 20 --seeds 0 \
+		--threads $(BENCH_THREADS) --upstream-epochs 300
+	$(VENV)/bin/python bench/run_scale.py --batch-sizes 5000 --epochs 20 --threads 2
 
 bench-upstream-env: setup
 	bash bench/setup_upstream.sh
