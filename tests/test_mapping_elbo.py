@@ -9,6 +9,7 @@ import scipy.sparse as sp
 import torch
 from pyro import poutine
 
+from cell2location_nf.inference.compile import CompiledOrEager
 from cell2location_nf.models.guide import MeanFieldGuide
 from cell2location_nf.models.mapping import LOCAL_SITES, MappingHyperparameters, MappingModel
 from cell2location_nf.models.mapping_elbo import CountBatch, draw, negative_elbo
@@ -96,7 +97,7 @@ def test_compiled_likelihood_pass_equals_eager():
             *(torch.as_tensor(rng.uniform(0.2, 2.0, size=s), dtype=torch.float32)
               for s in [(1, n_genes), (3, n_genes), (n_obs, 1), (3, n_genes)]),
             batch, counts.batch_one_hot_t)
-    kernel = nb_likelihood._Kernel()
+    kernel = CompiledOrEager(nb_likelihood.dense_terms, "the likelihood pass")
     compiled = kernel(True, *args)
     if kernel.failed:
         pytest.skip("torch.compile is not available on this machine")

@@ -68,7 +68,7 @@ def export_options(fn):
 @click.option("--scale-lr-factor", type=float, default=None,
               help="Override the schedule: learning rate of the guide's scale parameters relative to --lr.")
 @click.option("--compile/--no-compile", "compile_", default=None,
-              help="torch.compile the likelihood pass (default: when locations x genes x epochs >= 5e8).")
+              help="torch.compile the objective (default: when locations x genes x epochs >= 5e8).")
 @click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 def map_spatial_cmd(signatures, spatial, n_cells_per_location, per_type_expression, prefix, outdir,

@@ -16,11 +16,9 @@ constant and left to the caller. With ρ = α + μ the remaining terms and gradi
 
 from __future__ import annotations
 
-import logging
-
 import torch
 
-log = logging.getLogger(__name__)
+from ..inference.compile import CompiledOrEager
 
 
 class CountBatch:
@@ -64,32 +62,13 @@ def dense_terms(base, x, m_g, s_eg, y_s, alpha_eg, batch_index, one_hot_t):
     return value, grad_linear * m_g, grad_m, grad_s, grad_y, grad_alpha
 
 
-class _Kernel:
-    """:func:`dense_terms`, compiled on first use when asked and possible, else eager."""
-
-    def __init__(self):
-        self.compiled = None
-        self.failed = False
-
-    def __call__(self, use_compile: bool, *args):
-        if use_compile and not self.failed:
-            try:
-                if self.compiled is None:
-                    self.compiled = torch.compile(dense_terms, dynamic=None)
-                return self.compiled(*args)
-            except Exception as err:  # no C++ compiler / Triton: same result, eagerly
-                log.warning("torch.compile of the likelihood failed (%s); running it eagerly", err)
-                self.failed = True
-        return dense_terms(*args)
-
-
-_kernel = _Kernel()
+_likelihood_pass = CompiledOrEager(dense_terms, "the likelihood pass")
 
 
 class _NegBinomialLogLik(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w_sf, m_g, s_eg, y_s, alpha_eg, cell_state, counts: CountBatch, use_compile: bool):
-        value, grad_base_m, grad_m, grad_s, grad_y, grad_alpha = _kernel(
+        value, grad_base_m, grad_m, grad_s, grad_y, grad_alpha = _likelihood_pass(
             use_compile, w_sf @ cell_state, counts.x, m_g, s_eg, y_s, alpha_eg, counts.batch_index,
             counts.batch_one_hot_t)
         # lgamma(x + α) − lgamma(α) over distinct (batch, gene, x) triples with their multiplicities

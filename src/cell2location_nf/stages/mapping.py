@@ -84,7 +84,7 @@ class MappingSettings:
     min_epochs: int = 1000
     schedule: str = "upstream"  # the preset the epoch/lr/warm-start settings came from (recorded, not used)
     scale_lr_factor: float = 1.0  # learning rate of the guide's scales relative to lr
-    compile: bool | None = None  # torch.compile the likelihood pass; None: when the run is long (COMPILE_WORK)
+    compile: bool | None = None  # torch.compile the objective; None: when the run is long (COMPILE_WORK)
 
     def hyperparameters(self) -> MappingHyperparameters:
         return MappingHyperparameters(A_factors_per_location=self.A_factors_per_location,
@@ -135,9 +135,10 @@ class _LocationBatches:
         self._full_step = self._step(np.arange(self.n_obs)) if self.full else None
 
     def _step(self, idx: np.ndarray) -> tuple[CountBatch, torch.Tensor, torch.Tensor]:
-        batch_index = self.batch_index[torch.as_tensor(idx, device=self.device)]
+        rows = torch.as_tensor(idx, device=self.device)
+        batch_index = self.batch_index[rows]
         counts = CountBatch(torch.as_tensor(self.x[idx].toarray(), device=self.device), batch_index, self.n_batches)
-        return counts, batch_index, torch.as_tensor(idx, device=self.device)
+        return counts, batch_index, rows
 
     def __call__(self, epoch: int):
         if self.full:
@@ -157,7 +158,7 @@ COMPILE_WORK = 5e8  # locations x genes x epochs above which compiling (seconds,
 
 
 def use_compile(settings: MappingSettings, n_obs: int, n_genes: int) -> bool:
-    """Compile the likelihood pass when asked, or by default when the run is long enough to gain from it."""
+    """Compile the objective when asked, or by default when the run is long enough to gain from it."""
     if settings.compile is not None:
         return settings.compile
     return settings.elbo == "fused" and n_obs * n_genes * settings.max_epochs >= COMPILE_WORK
@@ -218,7 +219,7 @@ def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: Mapping
     schedule = Schedule(lr_final=settings.lr_final, tol=settings.tol, min_epochs=settings.min_epochs)
     loss_fn = LOSSES[settings.elbo]
     if use_compile(settings, adata.n_obs, adata.n_vars):
-        log.info("Compiling the likelihood pass with torch.compile (once; cached for later runs)")
+        log.info("Compiling the objective with torch.compile (once; cached for later runs)")
         loss_fn = partial(negative_elbo, use_compile=True)
     history = run_svi(model, guide, data, settings.max_epochs, settings.lr, settings.clip_norm, name="mapping",
                       loss_fn=loss_fn, schedule=schedule, scale_lr_factor=settings.scale_lr_factor)
