@@ -10,10 +10,11 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: setup nextflow-runtime test-data lint test run-test bench bench-upstream-env clean
 
+# No pip cache: torch's CUDA wheels would otherwise be kept twice on disk (about 3 GB more).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[test]'
+	$(VENV)/bin/python -m pip install --quiet --no-cache-dir --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet --no-cache-dir -e '.[test]'
 	touch $@
 
 nextflow-runtime:
