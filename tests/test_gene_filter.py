@@ -62,5 +62,5 @@ def test_plot_is_written(tmp_path):
     adata = make_adata(rng.poisson(0.5, size=(200, 50)), [f"g{i}" for i in range(50)])
     cutoffs = GeneFilterCutoffs()
     select_genes(adata, cutoffs)
-    plot_gene_filter(adata, cutoffs, str(tmp_path / "filter.png"))
+    plot_gene_filter(adata.var, adata.n_obs, cutoffs, tmp_path / "filter.png")
     assert (tmp_path / "filter.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -11,6 +11,7 @@ from ..errors import InputError
 from .mapping import export_mapping_cmd, map_spatial_cmd
 from .prepare import prepare_reference_cmd, prepare_spatial_cmd
 from .reference import export_reference_cmd, train_reference_cmd
+from .report import render_notebook_cmd, report_summary_cmd
 from .simulate import make_test_data_cmd
 from .validate import validate_cmd
 
@@ -44,6 +45,8 @@ cli.add_command(export_reference_cmd)
 cli.add_command(map_spatial_cmd)
 cli.add_command(export_mapping_cmd)
 cli.add_command(make_test_data_cmd)
+cli.add_command(render_notebook_cmd)
+cli.add_command(report_summary_cmd)
 
 
 def main() -> None:

@@ -24,12 +24,15 @@ def _keys(value: str | None) -> list[str]:
 @click.option("--nonz-mean-cutoff", type=float, default=1.12, show_default=True)
 @click.option("--output", default="reference.prepared.h5ad", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--plot", default="gene_filter.png", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--gene-stats", default=None, type=click.Path(dir_okay=False),
+              help="CSV of per-gene filter statistics (n_cells, nonz_mean, kept) for all genes.")
 def prepare_reference_cmd(reference, labels_key, batch_key, categorical_covariate_keys, layer,
-                          cell_count_cutoff, cell_percentage_cutoff2, nonz_mean_cutoff, output, plot) -> None:
+                          cell_count_cutoff, cell_percentage_cutoff2, nonz_mean_cutoff, output, plot,
+                          gene_stats) -> None:
     """Check reference counts and columns, apply the cell2location gene filter, plot it."""
     cutoffs = GeneFilterCutoffs(cell_count_cutoff, cell_percentage_cutoff2, nonz_mean_cutoff)
     adata = prepare_reference(reference, labels_key, batch_key or None, _keys(categorical_covariate_keys),
-                              layer or None, cutoffs, output, plot)
+                              layer or None, cutoffs, output, plot, gene_stats)
     click.echo(f"Reference: {adata.n_obs} cells x {adata.n_vars} genes -> {output}")
 
 

@@ -1,4 +1,5 @@
-"""Mapping QC (model_spec §2.8): spatial maps of total counts, total abundance and detection per batch."""
+"""Mapping QC (model_spec §2.8): spatial maps of total counts, total abundance and detection per batch,
+and abundance maps of single cell types."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import anndata as ad
 import matplotlib.pyplot as plt
 import numpy as np
 import scanpy as sc
+from matplotlib.figure import Figure
+
+from . import finish
 
 ROWS = (
     ("total_counts", "total RNA counts"),
@@ -33,7 +37,8 @@ def _spatial(adata: ad.AnnData, column: str, library: str, ax, vmax: float, titl
         plt.colorbar(points, ax=ax)
 
 
-def plot_spatial_qc_across_batches(adata: ad.AnnData, path: str | Path, batch_key: str = "sample") -> None:
+def plot_spatial_qc_across_batches(adata: ad.AnnData, path: str | Path | None = None,
+                                   batch_key: str = "sample") -> Figure | None:
     """3 rows (counts, abundance, detection) x one column per sample; colour scale shared per row."""
     samples = list(adata.obs[batch_key].cat.categories)
     fig, axes = plt.subplots(3, len(samples), figsize=(4.5 * len(samples), 12), squeeze=False)
@@ -43,5 +48,23 @@ def plot_spatial_qc_across_batches(adata: ad.AnnData, path: str | Path, batch_ke
             subset = adata[adata.obs[batch_key] == sample]
             _spatial(subset, column, sample, axes[row, col], vmax, f"{sample}\n{label}")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return finish(fig, path, dpi=100)
+
+
+def plot_abundance_maps(adata: ad.AnnData, cell_types: list[str], library: str, key: str = "q05_cell_abundance_w_sf",
+                        path: str | Path | None = None, ncols: int = 3) -> Figure | None:
+    """One panel per cell type: its abundance (``obsm[key]``) over the tissue, on the image when there is one."""
+    table = adata.obsm[key]
+    columns = dict(zip(table.columns.str.replace(f"{key.split('_')[0]}cell_abundance_w_sf_", "", regex=False),
+                       table.columns, strict=True))
+    nrows = -(-len(cell_types) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 4.2 * nrows), squeeze=False)
+    view = adata.copy()
+    for ax, cell_type in zip(axes.ravel(), cell_types, strict=False):
+        view.obs[cell_type] = table[columns[cell_type]].to_numpy()
+        vmax = float(np.quantile(view.obs[cell_type], 0.992)) or None
+        _spatial(view, cell_type, library, ax, vmax, cell_type)
+    for ax in axes.ravel()[len(cell_types):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return finish(fig, path, dpi=100)

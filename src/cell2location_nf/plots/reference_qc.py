@@ -7,6 +7,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+
+from . import finish
 
 
 def _hist2d(ax, x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str, title: str) -> None:
@@ -17,21 +20,20 @@ def _hist2d(ax, x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str, title: s
     ax.set_title(title)
 
 
-def plot_reconstruction(observed: np.ndarray, expected: np.ndarray, path: str | Path) -> None:
+def plot_reconstruction(observed: np.ndarray, expected: np.ndarray, path: str | Path | None = None) -> Figure | None:
     """2-D histogram of log10(observed + 1) vs log10(expected μ + 1); should be a noisy diagonal."""
     fig, ax = plt.subplots(figsize=(5, 5))
     _hist2d(ax, observed, expected, "Data, log10(nUMI + 1)", "Posterior expected value, log10(μ + 1)",
             "Reconstruction accuracy")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return finish(fig, path, dpi=120)
 
 
-def plot_signature_vs_average(average: np.ndarray, signature: np.ndarray, path: str | Path) -> None:
+def plot_signature_vs_average(average: np.ndarray, signature: np.ndarray,
+                              path: str | Path | None = None) -> Figure | None:
     """Estimated signatures vs plain cluster means over all genes x labels."""
     fig, ax = plt.subplots(figsize=(5, 5))
     _hist2d(ax, average, signature, "Mean expression for every gene in every cluster, log10(x + 1)",
             "Estimated expression, log10(x + 1)", "Signature vs cluster average")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return finish(fig, path, dpi=120)

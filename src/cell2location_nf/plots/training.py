@@ -6,9 +6,13 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
+
+from . import finish
 
 
-def plot_history(elbo_train: list[float], path: str | Path, iter_start: int = 0, title: str = "") -> None:
+def plot_history(elbo_train: list[float], path: str | Path | None = None, iter_start: int = 0,
+                 title: str = "") -> Figure | None:
     """-ELBO per epoch from ``iter_start`` on (the tutorial drops the first 20 reference epochs)."""
     values = np.asarray(elbo_train, dtype=float)
     start = min(iter_start, max(len(values) - 1, 0))
@@ -22,5 +26,4 @@ def plot_history(elbo_train: list[float], path: str | Path, iter_start: int = 0,
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return finish(fig, path, dpi=120)

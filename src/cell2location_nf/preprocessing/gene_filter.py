@@ -8,6 +8,7 @@ strict and made on log10 values, exactly as upstream, so the same genes survive.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import anndata as ad
 import matplotlib
@@ -15,7 +16,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from ..plots import finish  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -49,15 +54,19 @@ def select_genes(adata: ad.AnnData, cutoffs: GeneFilterCutoffs) -> np.ndarray:
     return widely_expressed | specific_but_high
 
 
-def plot_gene_filter(adata: ad.AnnData, cutoffs: GeneFilterCutoffs, path: str) -> None:
-    """2-D histogram of log10 non-zero mean vs log10 detecting cells, excluded region shaded orange."""
+def plot_gene_filter(stats: pd.DataFrame, n_obs: int, cutoffs: GeneFilterCutoffs,
+                     path: str | Path | None = None) -> Figure | None:
+    """2-D histogram of log10 non-zero mean vs log10 detecting cells, excluded region shaded orange.
+
+    ``stats`` holds ``n_cells`` and ``nonz_mean`` per gene (:func:`gene_statistics`) of ``n_obs`` cells.
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
-        x = np.log10(adata.var["nonz_mean"].to_numpy(dtype=float))
-        y = np.log10(adata.var["n_cells"].to_numpy(dtype=float))
+        x = np.log10(stats["nonz_mean"].to_numpy(dtype=float))
+        y = np.log10(stats["n_cells"].to_numpy(dtype=float))
     finite = np.isfinite(x) & np.isfinite(y)
     y_min, y_max = 1.0, 4.5
     count_cut = np.log10(cutoffs.cell_count_cutoff)
-    percent_cut = np.log10(adata.n_obs * cutoffs.cell_percentage_cutoff2)
+    percent_cut = np.log10(n_obs * cutoffs.cell_percentage_cutoff2)
     nonz_cut = np.log10(cutoffs.nonz_mean_cutoff)
     fig, ax = plt.subplots(figsize=(6, 5))
     ax.hist2d(x[finite], y[finite], bins=100, norm=LogNorm(), range=[[0, 0.5], [y_min, y_max]])
@@ -74,7 +83,6 @@ def plot_gene_filter(adata: ad.AnnData, cutoffs: GeneFilterCutoffs, path: str) -
     ax.set_ylim(y_min, y_max)
     ax.set_xlabel("Mean non-zero expression level of gene (log)")
     ax.set_ylabel("Number of cells expressing gene (log)")
-    ax.set_title(f"Gene filter: {adata.n_obs} cells x {adata.n_vars} genes")
+    ax.set_title(f"Gene filter: {n_obs} cells x {len(stats)} genes")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return finish(fig, path, dpi=120)

@@ -33,14 +33,22 @@ def prepare_reference(
     cutoffs: GeneFilterCutoffs,
     out_h5ad: str | Path,
     out_plot: str | Path,
+    out_stats: str | Path | None = None,
 ) -> ad.AnnData:
-    """Check the reference counts and columns, apply the gene filter, write the filtered reference."""
+    """Check the reference counts and columns, apply the gene filter, write the filtered reference.
+
+    ``out_stats`` gets the per-gene filter statistics of all genes (the reference QC notebook plots them).
+    """
     adata = read_reference(path, labels_key, batch_key, covariate_keys, layer)
     where = f"reference '{path}'" + (f" layer '{layer}'" if layer else " X")
     check_raw_counts(adata.X, where, hint="Pass --reference_layer if raw counts are kept in a layer.")
     adata.X = _as_csr_float32(adata.X)
     keep = select_genes(adata, cutoffs)
-    atomic_write(out_plot, lambda tmp: plot_gene_filter(adata, cutoffs, str(tmp)))
+    atomic_write(out_plot, lambda tmp: plot_gene_filter(adata.var, adata.n_obs, cutoffs, tmp))
+    if out_stats is not None:
+        stats = adata.var[["n_cells", "nonz_mean"]].assign(kept=keep)
+        stats.index.name = "gene"
+        atomic_write(out_stats, lambda tmp: stats.to_csv(tmp))
     if not keep.any():
         raise InputError(
             f"reference '{path}': the gene filter kept no genes out of {adata.n_vars} "
@@ -64,6 +72,7 @@ def prepare_reference(
             "cell_percentage_cutoff2": cutoffs.cell_percentage_cutoff2,
             "nonz_mean_cutoff": cutoffs.nonz_mean_cutoff,
             "n_genes_before": int(adata.n_vars),
+            "n_cells": int(adata.n_obs),
         },
     }
     write_h5ad(filtered, out_h5ad)

@@ -284,6 +284,7 @@ def _sample_adata(trained: TrainedMapping, summaries: dict, sample: str) -> ad.A
     mod = mod_header(MODEL_NAME, factors, out.var_names, out.obs_names)
     for kind, values in summaries.items():
         mod[f"post_sample_{kind}"] = {site: (v[rows] if site in local else v) for site, v in values.items()}
+    mod["batch_names"] = np.array(list(adata.obs["batch"].cat.categories), dtype=object)  # rows of s_g_gene_add
     out.uns["mod"] = mod
     return out
 
@@ -350,6 +351,26 @@ def reconstruction(trained: TrainedMapping, central: dict[str, np.ndarray], n_lo
     mu = expected_mean(t["w_sf"][rows], trained.model.cell_state.cpu(), t["m_g"], t["s_g_gene_add"],
                        t["detection_y_s"][rows], torch.as_tensor(trained.batch_index[rows])).numpy()
     return trained.adata.X[rows].toarray(), mu
+
+
+def sample_reconstruction(mapped: ad.AnnData, signatures: pd.DataFrame, n_locations: int = 1000, seed: int = 0):
+    """Observed counts and posterior expected μ for up to ``n_locations`` locations of one exported sample.
+
+    Needs only the published files: ``<sample>.mapped.h5ad`` and the reference signatures.
+    """
+    mod = mapped.uns["mod"]
+    central = central_summary({k[len("post_sample_"):]: v for k, v in mod.items() if k.startswith("post_sample_")})
+    batch_names = list(mod["batch_names"])
+    batch_index = np.array([batch_names.index(b) for b in mapped.obs["batch"].astype(str)], dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(mapped.n_obs, size=min(n_locations, mapped.n_obs), replace=False))
+    cell_state = signatures.loc[mapped.var_names, list(mod["factor_names"])].to_numpy(dtype=np.float32).T
+    t = {k: torch.as_tensor(np.asarray(central[k], dtype=np.float32))
+         for k in ("w_sf", "m_g", "s_g_gene_add", "detection_y_s")}
+    mu = expected_mean(t["w_sf"][rows], torch.as_tensor(cell_state), t["m_g"], t["s_g_gene_add"],
+                       t["detection_y_s"][rows], torch.as_tensor(batch_index[rows])).numpy()
+    x = mapped.X[rows]
+    return (x.toarray() if sp.issparse(x) else np.asarray(x)), mu
 
 
 def mapping_summary(trained: TrainedMapping, qc: ad.AnnData, observed: np.ndarray, expected: np.ndarray) -> dict:

@@ -14,9 +14,11 @@ process CELL2LOCATION_MAP {
     tuple val(meta), path("${prefix}.mapping_model.h5")     , emit: model
     tuple val(meta), path("${prefix}.*.png")                , emit: plots
     tuple val(meta), path("${prefix}.training_summary.json"), emit: summary
-    tuple val("${task.process}"), val('cell2location-nf'), eval('cell2location-nf --version | sed "s/.*version //"'), topic: versions, emit: versions_cell2location
-    tuple val("${task.process}"), val('torch'), eval('python3 -c "import torch; print(torch.__version__)"'), topic: versions, emit: versions_torch
-    tuple val("${task.process}"), val('pyro-ppl'), eval('python3 -c "import pyro; print(pyro.__version__)"'), topic: versions, emit: versions_pyro
+    tuple val("${task.process}"), val('cell2location-nf'), eval('python3 -c "import importlib.metadata as m; print(m.version(\'cell2location-nf\'))"'), topic: versions, emit: versions_cell2location
+    tuple val("${task.process}"), val('torch'), eval('python3 -c "import importlib.metadata as m; print(m.version(\'torch\'))"'), topic: versions, emit: versions_torch
+    tuple val("${task.process}"), val('pyro-ppl'), eval('python3 -c "import importlib.metadata as m; print(m.version(\'pyro-ppl\'))"'), topic: versions, emit: versions_pyro
+    tuple val("${task.process}"), val('anndata'), eval('python3 -c "import importlib.metadata as m; print(m.version(\'anndata\'))"'), topic: versions, emit: versions_anndata
+    tuple val("${task.process}"), val('scanpy'), eval('python3 -c "import importlib.metadata as m; print(m.version(\'scanpy\'))"'), topic: versions, emit: versions_scanpy
 
     when:
     task.ext.when == null || task.ext.when

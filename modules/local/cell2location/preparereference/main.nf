@@ -8,7 +8,8 @@ process CELL2LOCATION_PREPAREREFERENCE {
     output:
     tuple val(meta), path("${prefix}.prepared.h5ad"), emit: h5ad
     tuple val(meta), path("${prefix}.gene_filter.png"), emit: gene_filter_plot
-    tuple val("${task.process}"), val('cell2location-nf'), eval('cell2location-nf --version | sed "s/.*version //"'), topic: versions, emit: versions_cell2location
+    tuple val(meta), path("${prefix}.gene_statistics.csv"), emit: gene_statistics
+    tuple val("${task.process}"), val('cell2location-nf'), eval('python3 -c "import importlib.metadata as m; print(m.version(\'cell2location-nf\'))"'), topic: versions, emit: versions_cell2location
 
     when:
     task.ext.when == null || task.ext.when
@@ -24,12 +25,13 @@ process CELL2LOCATION_PREPAREREFERENCE {
         --reference '${reference}' \\
         --output '${prefix}.prepared.h5ad' \\
         --plot '${prefix}.gene_filter.png' \\
+        --gene-stats '${prefix}.gene_statistics.csv' \\
         ${args}
     """
 
     stub:
     prefix = task.ext.prefix ?: "${meta.id}"
     """
-    touch ${prefix}.prepared.h5ad ${prefix}.gene_filter.png
+    touch ${prefix}.prepared.h5ad ${prefix}.gene_filter.png ${prefix}.gene_statistics.csv
     """
 }

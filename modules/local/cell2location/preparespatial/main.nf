@@ -8,7 +8,7 @@ process CELL2LOCATION_PREPARESPATIAL {
 
     output:
     tuple val(meta), path("${prefix}.prepared.h5ad"), emit: h5ad
-    tuple val("${task.process}"), val('cell2location-nf'), eval('cell2location-nf --version | sed "s/.*version //"'), topic: versions, emit: versions_cell2location
+    tuple val("${task.process}"), val('cell2location-nf'), eval('python3 -c "import importlib.metadata as m; print(m.version(\'cell2location-nf\'))"'), topic: versions, emit: versions_cell2location
 
     when:
     task.ext.when == null || task.ext.when
