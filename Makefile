@@ -8,7 +8,7 @@ TESTDATA := build/test_data
 NEXTFLOW := scripts/nextflow
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup nextflow-runtime test-data lint test run-test bench bench-upstream-env clean
+.PHONY: setup nextflow-runtime browser test-data lint test run-test bench bench-upstream-env clean
 
 # No pip cache: torch's CUDA wheels would otherwise be kept twice on disk (about 3 GB more).
 $(VENV)/.installed: pyproject.toml
@@ -22,6 +22,12 @@ nextflow-runtime:
 
 setup: $(VENV)/.installed nextflow-runtime
 
+# Debian's Chromium, for the tests that open the MultiQC report and a notebook in a real browser.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
 $(TESTDATA)/samplesheet.csv: $(VENV)/.installed $(wildcard src/cell2location_nf/simulate/*.py src/cell2location_nf/io/*.py)
 	$(VENV)/bin/cell2location-nf make-test-data --outdir $(TESTDATA)
 
@@ -30,7 +36,7 @@ test-data: $(TESTDATA)/samplesheet.csv
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests bench bin/cell2location-nf
 
-test: setup lint test-data
+test: setup browser lint test-data
 	$(VENV)/bin/python -m pytest
 
 run-test: setup test-data

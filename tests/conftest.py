@@ -14,6 +14,8 @@ import scipy.sparse as sp
 from cell2location_nf.io.spaceranger import read_positions
 from cell2location_nf.simulate.test_data import SyntheticDataConfig, make_test_data
 
+from .pipeline_runs import TEST_DATA, nextflow
+
 ROOT = Path(__file__).resolve().parents[1]
 SCANPY_VISIUM = ROOT / "tests" / "data" / "spaceranger_v1_scanpy"
 
@@ -22,6 +24,17 @@ SCANPY_VISIUM = ROOT / "tests" / "data" / "spaceranger_v1_scanpy"
 def test_data(tmp_path_factory) -> Path:
     """The test profile's synthetic data set, generated once per session."""
     return make_test_data(tmp_path_factory.mktemp("test_data"), SyntheticDataConfig())
+
+
+@pytest.fixture(scope="session")
+def test_profile_run(tmp_path_factory):
+    """One `nextflow run . -profile test` shared by the pipeline and report tests: (workdir, result)."""
+    if not (TEST_DATA / "samplesheet.csv").exists():
+        make_test_data(TEST_DATA)
+    workdir = tmp_path_factory.mktemp("pipeline")
+    result = nextflow(["-profile", "test", "--outdir", "results"], workdir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return workdir, result
 
 
 @pytest.fixture

@@ -2,47 +2,18 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import anndata as ad
 import pandas as pd
 import pytest
+import yaml
 
 from cell2location_nf.simulate.test_data import make_test_data
 
-ROOT = Path(__file__).resolve().parents[1]
-TEST_DATA = ROOT / "build" / "test_data"  # where conf/test.config expects it (make test-data)
+from .pipeline_runs import TEST_DATA, nextflow, trace_rows
 
 pytestmark = pytest.mark.pipeline
-
-
-def nextflow(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env["NXF_ANSI_LOG"] = "false"
-    return subprocess.run([str(ROOT / "scripts" / "nextflow"), "run", str(ROOT), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
-
-
-def trace_rows(outdir: Path) -> list[dict[str, str]]:
-    (trace,) = sorted((outdir / "pipeline_info").glob("execution_trace_*.txt"))[-1:]
-    with trace.open() as handle:
-        return list(csv.DictReader(handle, delimiter="\t"))
-
-
-@pytest.fixture(scope="module")
-def test_profile_run(tmp_path_factory):
-    if not (TEST_DATA / "samplesheet.csv").exists():
-        make_test_data(TEST_DATA)
-    workdir = tmp_path_factory.mktemp("pipeline")
-    result = nextflow(["-profile", "test", "--outdir", "results"], workdir)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return workdir, result
 
 
 def test_test_profile_publishes_prepared_data(test_profile_run):
@@ -99,17 +70,16 @@ def test_pipeline_info_reports(test_profile_run):
     for pattern in ("execution_report_*.html", "execution_timeline_*.html", "execution_trace_*.txt",
                     "pipeline_dag_*.html"):
         assert list(info.glob(pattern)), pattern
-    versions = (info / "cell2location_nf_software_versions.yml").read_text()
-    assert "CELL2LOCATION_PREPAREREFERENCE:\n    cell2location-nf: 0.1.0" in versions
-    assert "CELL2LOCATION_TRAINREFERENCE:\n    pyro-ppl: " in versions
+    versions = yaml.safe_load((info / "cell2location_nf_software_mqc_versions.yml").read_text())
+    assert versions["CELL2LOCATION_PREPAREREFERENCE"] == {"cell2location-nf": "0.1.0"}
+    assert set(versions["CELL2LOCATION_TRAINREFERENCE"]) == {"cell2location-nf", "torch", "pyro-ppl"}
+    assert set(versions["MAPPING_QC_NOTEBOOK"]) == {"cell2location-nf", "papermill", "nbconvert", "jupytext"}
+    assert set(versions["Workflow"]) == {"Nextflow", "cell2location-nf"}
     rows = trace_rows(workdir / "results")
-    assert sorted(r["name"].split(" ")[0] for r in rows) == [
-        "CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_MAP",
-        "CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_PREPAREREFERENCE",
-        "CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_PREPARESPATIAL",
-        "CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_PREPARESPATIAL",
-        "CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_TRAINREFERENCE",
-        "CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_VALIDATE",
+    assert sorted(r["name"].split(" ")[0].split(":")[-1] for r in rows) == [
+        "CELL2LOCATION_MAP", "CELL2LOCATION_PREPAREREFERENCE", "CELL2LOCATION_PREPARESPATIAL",
+        "CELL2LOCATION_PREPARESPATIAL", "CELL2LOCATION_REPORTSUMMARY", "CELL2LOCATION_TRAINREFERENCE",
+        "CELL2LOCATION_VALIDATE", "MAPPING_QC_NOTEBOOK", "MAPPING_QC_NOTEBOOK", "MULTIQC", "REFERENCE_QC_NOTEBOOK",
     ]
     assert {r["status"] for r in rows} == {"COMPLETED"}
 

@@ -7,6 +7,7 @@ cell tagged ``parameters`` holds the defaults that papermill overrides.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from ..io.write import atomic_write
 log = logging.getLogger(__name__)
 
 KERNEL = "python3"
+TEMPLATES = Path(__file__).parent / "templates"
+HTML_TEMPLATE = "selfcontained"  # JupyterLab's look, no scripts from a CDN
 
 
 class NotebookError(RuntimeError):
@@ -32,13 +35,20 @@ def load_template(template: str | Path) -> nbformat.NotebookNode:
     notebook = jupytext.read(template)
     if not any("parameters" in cell.get("metadata", {}).get("tags", []) for cell in notebook.cells):
         raise ValueError(f"notebook template '{template}' has no cell tagged 'parameters'")
+    notebook.metadata.setdefault("kernelspec", {"name": KERNEL, "display_name": "Python 3", "language": "python"})
+    notebook.metadata.setdefault("language_info", {"name": "python"})
     return notebook
 
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def _error_message(name: str, error: PapermillExecutionError) -> str:
-    trace = "\n".join(error.traceback or [])
-    return (f"QC notebook '{name}' failed in cell {error.exec_count}: {error.ename}: {error.evalue}\n"
-            f"{trace}".rstrip())
+    """The failing cell's error and traceback, without the terminal colours IPython adds."""
+    trace = ANSI_ESCAPE.sub("", "\n".join(error.traceback or []))
+    summary = f"QC notebook '{name}' failed in cell {error.exec_count}: {error.ename}: {error.evalue}"
+    # The summary goes last too: schedulers and Nextflow show the tail of a failed task's stderr.
+    return f"{summary}\n{trace.rstrip()}\n{summary}"
 
 
 def render_notebook(template: str | Path, parameters: dict, name: str, outdir: str | Path,
@@ -61,7 +71,8 @@ def render_notebook(template: str | Path, parameters: dict, name: str, outdir: s
             notebook, str(executing), parameters=parameters, kernel_name=KERNEL, cwd=str(outdir),
             progress_bar=False, log_output=log.isEnabledFor(logging.DEBUG), execution_timeout=timeout_s,
         )
-        html, _ = HTMLExporter(template_name="lab").from_notebook_node(executed)
+        html, _ = HTMLExporter(template_name=HTML_TEMPLATE, extra_template_basedirs=[str(TEMPLATES)]
+                               ).from_notebook_node(executed)
     except PapermillExecutionError as error:
         shutil.rmtree(partial_artifacts, ignore_errors=True)
         raise NotebookError(_error_message(name, error)) from error
