@@ -89,13 +89,17 @@ def test_adding_a_sample_with_resume_reuses_the_reference(test_profile_run):
     sheet = workdir / "three_samples.csv"
     lines = (TEST_DATA / "samplesheet.csv").read_text().splitlines()
     sheet.write_text("\n".join([*lines, lines[1].replace("sample_1,", "sample_3,", 1)]) + "\n")
-    result = nextflow(["-profile", "test", "--outdir", "results", "--input", str(sheet), "-resume"], workdir)
+    # Its own outdir keeps the shared run's results as they were for the report tests; the cache is the same.
+    result = nextflow(["-profile", "test", "--outdir", "results_three", "--input", str(sheet), "-resume"], workdir)
     assert result.returncode == 0, result.stdout + result.stderr
-    rows = {r["name"]: r["status"] for r in trace_rows(workdir / "results")}
+    rows = {r["name"]: r["status"] for r in trace_rows(workdir / "results_three")}
     assert rows["CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_PREPAREREFERENCE (reference)"] == "CACHED"
     assert rows["CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_TRAINREFERENCE (reference)"] == "CACHED"
     assert rows["CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_PREPARESPATIAL (sample_1)"] == "CACHED"
     assert rows["CELL2LOCATION_NF:CELL2LOCATION:CELL2LOCATION_PREPARESPATIAL (sample_3)"] == "COMPLETED"
+    assert rows["CELL2LOCATION_NF:CELL2LOCATION:REFERENCE_QC_NOTEBOOK (reference_qc)"] == "CACHED"
+    assert rows["CELL2LOCATION_NF:CELL2LOCATION:MAPPING_QC_NOTEBOOK (sample_3_mapping_qc)"] == "COMPLETED"
+    assert (workdir / "results_three" / "reports" / "sample_3" / "sample_3_mapping_qc.html").exists()
 
 
 def test_bad_input_stops_before_any_other_task(tmp_path):

@@ -42,3 +42,23 @@ def score(truth: pd.DataFrame, abundance: pd.DataFrame, q05: pd.DataFrame | None
 # Direction of "better" for each metric (absolute scale: closer to 1 is better).
 HIGHER_IS_BETTER = {"pearson_all": True, "pearson_per_type": True, "rmse_proportions": False, "jsd_mean": False,
                     "jsd_median": False, "aupr_presence": True}
+
+
+def signature_score(truth: pd.DataFrame, signatures: pd.DataFrame) -> dict[str, float]:
+    """Accuracy of reference signatures (genes x types) against the true expression profiles.
+
+    Both are normalised per type to sum 1 over the shared genes (signatures are on the counts scale, the
+    truth on the profile scale); Pearson per type on log values (all genes count, not only the highly
+    expressed) and on linear values, averaged over types, and the worst type's log Pearson.
+    """
+    genes = truth.index.intersection(signatures.index)
+    t = truth.loc[genes].to_numpy(dtype=float)
+    s = signatures.loc[genes, truth.columns].to_numpy(dtype=float)
+    t, s = t / t.sum(axis=0), s / s.sum(axis=0)
+    log_r = [np.corrcoef(np.log(s[:, f]), np.log(t[:, f]))[0, 1] for f in range(t.shape[1])]
+    lin_r = [np.corrcoef(s[:, f], t[:, f])[0, 1] for f in range(t.shape[1])]
+    return {"log_pearson_mean": float(np.mean(log_r)), "log_pearson_min": float(np.min(log_r)),
+            "pearson_mean": float(np.mean(lin_r))}
+
+
+SIGNATURE_HIGHER_IS_BETTER = {"log_pearson_mean": True, "log_pearson_min": True, "pearson_mean": True}

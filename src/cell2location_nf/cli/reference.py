@@ -37,15 +37,19 @@ def _keys_from(adata: ad.AnnData, labels_key, batch_key, covariate_keys):
               help="Reject cell types with fewer cells.")
 @click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--elbo", type=click.Choice(["fused", "pyro"]), default="fused", show_default=True,
+              help="Objective: the −ELBO in plain torch, or pyro's Trace_ELBO (same value, slower).")
+@click.option("--compile/--no-compile", "compile_", default=None,
+              help="torch.compile the objective (default: when cells x genes x epochs >= 5e9).")
 @posterior_export_options("reference")
 def train_reference_cmd(reference, labels_key, batch_key, categorical_covariate_keys, max_epochs, batch_size, lr,
-                        clip_norm, min_cells_per_label, device, seed, num_samples, use_quantiles, outdir,
-                        prefix) -> None:
+                        clip_norm, min_cells_per_label, device, seed, elbo, compile_, num_samples, use_quantiles,
+                        outdir, prefix) -> None:
     """Estimate one expression signature per cell type (NB regression) and export it."""
     adata = ad.read_h5ad(reference)
     labels, batch, covariates = _keys_from(adata, labels_key, batch_key, categorical_covariate_keys)
     settings = ReferenceSettings(max_epochs or None, batch_size or None, lr, seed, device, clip_norm,
-                                 min_cells_per_label)
+                                 min_cells_per_label, elbo, compile_)
     trained = train_reference(adata, labels, batch, covariates, settings, source=reference)
     model_path = save_reference(trained, f"{outdir}/{prefix}.reference_model.h5")
     files = export_reference(trained, outdir, prefix, num_samples, use_quantiles)

@@ -106,7 +106,8 @@ def simulate_spots(rng, cfg: BenchmarkConfig, xy: np.ndarray, home_zone: np.ndar
 
 
 def make_benchmark_data(outdir: str | Path, cfg: BenchmarkConfig = BenchmarkConfig()) -> Path:
-    """Write ``reference.h5ad``, ``<sample>.h5ad`` (obsm['spatial']) and ``truth/<sample>.csv`` under outdir."""
+    """Write ``reference.h5ad``, ``<sample>.h5ad`` (obsm['spatial']), ``truth/<sample>.csv`` (cells per type)
+    and ``truth/profiles.csv`` (each type's true expression profile, genes x types) under outdir."""
     outdir = Path(outdir)
     (outdir / "truth").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
@@ -121,6 +122,8 @@ def make_benchmark_data(outdir: str | Path, cfg: BenchmarkConfig = BenchmarkConf
                         "batch": pd.Categorical(rng.choice(["10x_a", "10x_b"], size=int(reference_half.sum())))},
                        index=[f"cell_{i:06d}" for i in np.flatnonzero(reference_half)])
     write_h5ad(ad.AnnData(counts[reference_half], obs=obs, var=pd.DataFrame(index=genes)), outdir / "reference.h5ad")
+    true_profiles = pd.DataFrame(profiles.T, index=pd.Index(genes, name="gene"), columns=types)
+    true_profiles.to_csv(outdir / "truth" / "profiles.csv")
     gen_counts, gen_labels = counts[~reference_half], labels[~reference_half]
     n_zones = max(2, cfg.n_types // 3)
     home_zone = rng.integers(0, n_zones, size=cfg.n_types)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import anndata as ad
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+from pyro.infer import Trace_ELBO
 
 from .. import __version__
 from ..errors import InputError
@@ -30,6 +32,7 @@ from ..models.reference import (
     expected_mean,
     max_epochs_heuristic,
 )
+from ..models.reference_elbo import RowNonzeros, negative_elbo
 from ..plots.reference_qc import plot_reconstruction, plot_signature_vs_average
 from ..plots.training import plot_history
 from ..preprocessing.counts import check_raw_counts
@@ -52,6 +55,8 @@ class ReferenceSettings:
     device: str = "auto"
     clip_norm: float | None = None
     min_cells_per_label: int = 10
+    elbo: str = "fused"  # "fused": the −ELBO in plain torch (models/reference_elbo.py); "pyro": Trace_ELBO
+    compile: bool | None = None  # torch.compile the fused objective; None: when the run is long enough
 
 
 @dataclass
@@ -98,6 +103,22 @@ class _CellBatches:
             yield self.args(order[start:start + self.batch_size])
 
 
+COMPILE_WORK = 5e9  # cells x genes x epochs above which compiling (seconds, once) pays off
+
+
+def loss_function(settings: ReferenceSettings, x, n_epochs: int, device: torch.device):
+    """The training objective: the fused torch −ELBO (compiled on long runs) or pyro's Trace_ELBO."""
+    if settings.elbo == "pyro":
+        return Trace_ELBO().differentiable_loss
+    if settings.elbo != "fused":
+        raise ValueError(f"elbo must be 'fused' or 'pyro', got {settings.elbo!r}")
+    work = x.shape[0] * x.shape[1] * n_epochs
+    compiled = settings.compile if settings.compile is not None else work >= COMPILE_WORK
+    if compiled:
+        log.info("Compiling the reference objective with torch.compile (once; cached for later runs)")
+    return partial(negative_elbo, use_compile=compiled, nonzeros=RowNonzeros(x, device))
+
+
 def _model(adata: ad.AnnData, design: ReferenceDesign, device: torch.device) -> ReferenceModel:
     return ReferenceModel(adata.n_obs, adata.n_vars, design, device=device)
 
@@ -120,7 +141,8 @@ def train_reference(adata: ad.AnnData, labels_key: str, batch_key: str | None, c
     log.info("Reference model: %d cells x %d genes, %d cell types, %d batches, %d covariate levels; "
              "%d epochs, batch size %s, lr %g, device %s", adata.n_obs, adata.n_vars, design.n_factors,
              design.n_batches, design.n_covariate_levels, n_epochs, settings.batch_size, settings.lr, device)
-    history = run_svi(model, guide, data, n_epochs, settings.lr, settings.clip_norm, name="reference")
+    history = run_svi(model, guide, data, n_epochs, settings.lr, settings.clip_norm, name="reference",
+                      loss_fn=loss_function(settings, adata.X, n_epochs, device))
     keys = {"labels_key": labels_key, "batch_key": batch_key or "", "categorical_covariate_keys": covariate_keys}
     return TrainedReference(adata, design, guide, keys, settings, history, str(device))
 
