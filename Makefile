@@ -48,6 +48,7 @@ run-test: setup test-data
 BENCH_THREADS ?= 1
 bench: setup
 	$(VENV)/bin/python bench/run_benchmark.py --seeds 0 1 --threads $(BENCH_THREADS)
+	$(VENV)/bin/python bench/run_reference_benchmark.py --seeds 0 1 --threads $(BENCH_THREADS)
 	$(VENV)/bin/python bench/profile_step.py --threads $(BENCH_THREADS)
 	$(VENV)/bin/python bench/run_benchmark.py --grid 25 40 --n-genes 3000 --n-types 20 --seeds 0 \
 		--threads $(BENCH_THREADS) --upstream-epochs 300
