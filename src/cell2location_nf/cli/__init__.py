@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 import click
 
 from .. import __version__
 from ..errors import InputError
-from .mapping import export_mapping_cmd, map_spatial_cmd
-from .prepare import prepare_reference_cmd, prepare_spatial_cmd
-from .reference import export_reference_cmd, train_reference_cmd
-from .report import render_notebook_cmd, report_summary_cmd
-from .simulate import make_test_data_cmd
-from .validate import validate_cmd
+
+# Subcommand -> (module, attribute). Modules load when their command runs, so a step imports only what it
+# uses (the whole set, with torch, scanpy and papermill, takes seconds to import in every task).
+COMMANDS = {
+    "validate": ("validate", "validate_cmd"),
+    "prepare-reference": ("prepare", "prepare_reference_cmd"),
+    "prepare-spatial": ("prepare", "prepare_spatial_cmd"),
+    "train-reference": ("reference", "train_reference_cmd"),
+    "export-reference": ("reference", "export_reference_cmd"),
+    "map-spatial": ("mapping", "map_spatial_cmd"),
+    "export-mapping": ("mapping", "export_mapping_cmd"),
+    "make-test-data": ("simulate", "make_test_data_cmd"),
+    "render-notebook": ("report", "render_notebook_cmd"),
+    "report-summary": ("report", "report_summary_cmd"),
+}
 
 
 class _Group(click.Group):
-    """Turn :class:`InputError` into a plain one-message exit instead of a traceback."""
+    """Lazy subcommands (:data:`COMMANDS`); :class:`InputError` becomes a plain one-message exit."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[name]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -35,18 +54,6 @@ def cli(verbose: int) -> None:
         level=logging.DEBUG if verbose > 1 else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-
-
-cli.add_command(validate_cmd)
-cli.add_command(prepare_reference_cmd)
-cli.add_command(prepare_spatial_cmd)
-cli.add_command(train_reference_cmd)
-cli.add_command(export_reference_cmd)
-cli.add_command(map_spatial_cmd)
-cli.add_command(export_mapping_cmd)
-cli.add_command(make_test_data_cmd)
-cli.add_command(render_notebook_cmd)
-cli.add_command(report_summary_cmd)
 
 
 def main() -> None:

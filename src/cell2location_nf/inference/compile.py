@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 
-import torch
+# Compile in this process: a pool of compile workers costs seconds to start and stop, and our few small
+# graphs are compiled once per run (or read from inductor's on-disk cache). An explicit setting wins.
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+
+import torch  # noqa: E402
 
 log = logging.getLogger(__name__)
 
