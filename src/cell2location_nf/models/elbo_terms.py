@@ -23,6 +23,22 @@ def exponential_logp(z: torch.Tensor, rate) -> torch.Tensor:
     return (torch.log(rate) - rate * z).sum()
 
 
+def ambient_and_overdispersion_logp(z: dict, lz: dict, one: torch.Tensor, gene_add_alpha_hyp: tuple[float, float],
+                                    gene_add_mean_hyp: tuple[float, float],
+                                    alpha_g_phi_hyp: tuple[float, float]) -> torch.Tensor:
+    """Σ log prior of the sites both models share: ambient RNA s_eg with its per-batch hierarchy
+    (s_g_gene_add_alpha_hyp, _mean, _alpha_e_inv) and the overdispersion α_g (alpha_g_phi_hyp, alpha_g_inverse)."""
+    a_s, m_e = z["s_g_gene_add_alpha_hyp"], z["s_g_gene_add_mean"]
+    t = gamma_logp(a_s, lz["s_g_gene_add_alpha_hyp"], one * gene_add_alpha_hyp[0], one * gene_add_alpha_hyp[1])
+    t = t + gamma_logp(m_e, lz["s_g_gene_add_mean"], one * gene_add_mean_hyp[0], one * gene_add_mean_hyp[1])
+    t = t + exponential_logp(z["s_g_gene_add_alpha_e_inv"], a_s)
+    shape_e = 1 / z["s_g_gene_add_alpha_e_inv"].pow(2)
+    t = t + gamma_logp(z["s_g_gene_add"], lz["s_g_gene_add"], shape_e, shape_e / m_e)
+    phi = z["alpha_g_phi_hyp"]
+    t = t + gamma_logp(phi, lz["alpha_g_phi_hyp"], one * alpha_g_phi_hyp[0], one * alpha_g_phi_hyp[1])
+    return t + exponential_logp(z["alpha_g_inverse"], phi)
+
+
 def lognormal_draws(locs: dict, raw_scales: dict, noise: dict, idx: torch.Tensor | None = None,
                     local_sites: tuple[str, ...] = ()) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Reparameterised draws {site: (z, log z, −Σ log q(z))}; ``local_sites`` take rows ``idx`` only."""

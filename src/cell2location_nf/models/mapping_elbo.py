@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..inference.compile import CompiledOrEager
-from .elbo_terms import exponential_logp, gamma_logp, lognormal_draws
+from .elbo_terms import ambient_and_overdispersion_logp, exponential_logp, gamma_logp, lognormal_draws
 from .guide import MeanFieldGuide
 from .mapping import LOCAL_SITES, MappingHyperparameters, MappingModel
 from .nb_likelihood import CountBatch, neg_binomial_log_lik
@@ -57,16 +57,7 @@ def site_terms(locs: dict, raw_scales: dict, noise: dict, idx: torch.Tensor, bat
     y_e = z["detection_mean_y_e"]
     g = g + gamma_logp(y_e, lz["detection_mean_y_e"], one * h.detection_mean_alpha,
                         one * (h.detection_mean_alpha / detection_mean))
-    a_s = z["s_g_gene_add_alpha_hyp"]
-    g = g + gamma_logp(a_s, lz["s_g_gene_add_alpha_hyp"], one * h.gene_add_alpha_hyp[0], one * h.gene_add_alpha_hyp[1])
-    m_e = z["s_g_gene_add_mean"]
-    g = g + gamma_logp(m_e, lz["s_g_gene_add_mean"], one * h.gene_add_mean_hyp[0], one * h.gene_add_mean_hyp[1])
-    g = g + exponential_logp(z["s_g_gene_add_alpha_e_inv"], a_s)
-    s_shape = 1 / z["s_g_gene_add_alpha_e_inv"].pow(2)
-    g = g + gamma_logp(z["s_g_gene_add"], lz["s_g_gene_add"], s_shape, s_shape / m_e)
-    phi = z["alpha_g_phi_hyp"]
-    g = g + gamma_logp(phi, lz["alpha_g_phi_hyp"], one * h.alpha_g_phi_hyp[0], one * h.alpha_g_phi_hyp[1])
-    g = g + exponential_logp(z["alpha_g_inverse"], phi)
+    g = g + ambient_and_overdispersion_logp(z, lz, one, h.gene_add_alpha_hyp, h.gene_add_mean_hyp, h.alpha_g_phi_hyp)
 
     # location-plated sites
     n_s, b_s = z["n_s_cells_per_location"], z["b_s_groups_per_location"]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..inference.compile import CompiledOrEager
-from .elbo_terms import exponential_logp, gamma_logp, lognormal_draws
+from .elbo_terms import ambient_and_overdispersion_logp, gamma_logp, lognormal_draws
 from .guide import MeanFieldGuide
 from .reference import ReferenceModel, ReferencePriors, expected_mean
 
@@ -37,16 +37,7 @@ def site_terms(locs: dict, raw_scales: dict, noise: dict, one: torch.Tensor, p: 
                            one * (p.gene_tech_alpha / p.gene_tech_mean))
     t = t + gamma_logp(z["detection_mean_y_e"], lz["detection_mean_y_e"], one * p.detection_mean_alpha,
                        one * p.detection_mean_beta)
-    a_s = z["s_g_gene_add_alpha_hyp"]
-    t = t + gamma_logp(a_s, lz["s_g_gene_add_alpha_hyp"], one * p.gene_add_alpha_hyp[0], one * p.gene_add_alpha_hyp[1])
-    m_e = z["s_g_gene_add_mean"]
-    t = t + gamma_logp(m_e, lz["s_g_gene_add_mean"], one * p.gene_add_mean_hyp[0], one * p.gene_add_mean_hyp[1])
-    t = t + exponential_logp(z["s_g_gene_add_alpha_e_inv"], a_s)
-    shape_e = 1 / z["s_g_gene_add_alpha_e_inv"].pow(2)
-    t = t + gamma_logp(z["s_g_gene_add"], lz["s_g_gene_add"], shape_e, shape_e / m_e)
-    phi = z["alpha_g_phi_hyp"]
-    t = t + gamma_logp(phi, lz["alpha_g_phi_hyp"], one * p.alpha_g_phi_hyp[0], one * p.alpha_g_phi_hyp[1])
-    t = t + exponential_logp(z["alpha_g_inverse"], phi)
+    t = t + ambient_and_overdispersion_logp(z, lz, one, p.gene_add_alpha_hyp, p.gene_add_mean_hyp, p.alpha_g_phi_hyp)
     return z, t + sum(v[2] for v in d.values())
 
 
