@@ -343,14 +343,23 @@ def _write_per_type_expression(trained: TrainedMapping, q05: dict[str, np.ndarra
         adata.obs.iloc[rows][["barcode", "sample"]], adata.var[[]], list(trained.signatures.columns))
 
 
+def _observed_and_expected(x, central: dict[str, np.ndarray], cell_state: torch.Tensor, batch_index: np.ndarray,
+                           n_locations: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Observed counts and posterior expected μ (from the point estimates ``central``) of up to
+    ``n_locations`` random locations."""
+    rows = np.sort(np.random.default_rng(seed).choice(x.shape[0], size=min(n_locations, x.shape[0]), replace=False))
+    t = {k: torch.as_tensor(np.asarray(central[k], dtype=np.float32))
+         for k in ("w_sf", "m_g", "s_g_gene_add", "detection_y_s")}
+    mu = expected_mean(t["w_sf"][rows], cell_state, t["m_g"], t["s_g_gene_add"], t["detection_y_s"][rows],
+                       torch.as_tensor(batch_index[rows])).numpy()
+    observed = x[rows]
+    return (observed.toarray() if sp.issparse(observed) else np.asarray(observed)), mu
+
+
 def reconstruction(trained: TrainedMapping, central: dict[str, np.ndarray], n_locations: int = 1000):
     """Observed counts and posterior expected μ for up to ``n_locations`` random locations."""
-    rng = np.random.default_rng(trained.settings.seed)
-    rows = np.sort(rng.choice(trained.adata.n_obs, size=min(n_locations, trained.adata.n_obs), replace=False))
-    t = {k: torch.as_tensor(central[k]) for k in ("w_sf", "m_g", "s_g_gene_add", "detection_y_s")}
-    mu = expected_mean(t["w_sf"][rows], trained.model.cell_state.cpu(), t["m_g"], t["s_g_gene_add"],
-                       t["detection_y_s"][rows], torch.as_tensor(trained.batch_index[rows])).numpy()
-    return trained.adata.X[rows].toarray(), mu
+    return _observed_and_expected(trained.adata.X, central, trained.model.cell_state.cpu(), trained.batch_index,
+                                  n_locations, trained.settings.seed)
 
 
 def sample_reconstruction(mapped: ad.AnnData, signatures: pd.DataFrame, n_locations: int = 1000, seed: int = 0):
@@ -362,15 +371,8 @@ def sample_reconstruction(mapped: ad.AnnData, signatures: pd.DataFrame, n_locati
     central = central_summary({k[len("post_sample_"):]: v for k, v in mod.items() if k.startswith("post_sample_")})
     batch_names = list(mod["batch_names"])
     batch_index = np.array([batch_names.index(b) for b in mapped.obs["batch"].astype(str)], dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(mapped.n_obs, size=min(n_locations, mapped.n_obs), replace=False))
     cell_state = signatures.loc[mapped.var_names, list(mod["factor_names"])].to_numpy(dtype=np.float32).T
-    t = {k: torch.as_tensor(np.asarray(central[k], dtype=np.float32))
-         for k in ("w_sf", "m_g", "s_g_gene_add", "detection_y_s")}
-    mu = expected_mean(t["w_sf"][rows], torch.as_tensor(cell_state), t["m_g"], t["s_g_gene_add"],
-                       t["detection_y_s"][rows], torch.as_tensor(batch_index[rows])).numpy()
-    x = mapped.X[rows]
-    return (x.toarray() if sp.issparse(x) else np.asarray(x)), mu
+    return _observed_and_expected(mapped.X, central, torch.as_tensor(cell_state), batch_index, n_locations, seed)
 
 
 def mapping_summary(trained: TrainedMapping, qc: ad.AnnData, observed: np.ndarray, expected: np.ndarray) -> dict:
