@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import anndata as ad
 import click
 import pandas as pd
 
+from ..inference.checkpoint import checkpoint_for
 from ..inference.device import DEVICE_CHOICES
 from ..stages.mapping import (
     SCHEDULES,
@@ -18,7 +20,7 @@ from ..stages.mapping import (
     train_mapping,
 )
 from ..stages.mapping_inputs import align_genes, combine_samples, drop_empty_locations
-from .options import posterior_export_options
+from .options import checkpoint_options, posterior_export_options
 
 
 def load_inputs(signatures_path: str, spatial: tuple[str, ...], default_n_cells: float):
@@ -71,10 +73,12 @@ def export_options(fn):
               help="torch.compile the objective (default: when locations x genes x epochs >= 5e8).")
 @click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@checkpoint_options
 def map_spatial_cmd(signatures, spatial, n_cells_per_location, per_type_expression, prefix, outdir,
                     use_quantiles, num_samples, schedule, max_epochs, batch_size, lr, clip_norm, detection_alpha,
                     a_factors_per_location, b_groups_per_location, n_groups, warm_start, lr_final, tol,
-                    min_epochs, elbo, scale_lr_factor, compile_, device, seed) -> None:
+                    min_epochs, elbo, scale_lr_factor, compile_, device, seed, checkpoint_dir,
+                    checkpoint_every) -> None:
     """Estimate absolute cell abundances of every cell type at every location, all samples jointly."""
     adata, table = load_inputs(signatures, spatial, n_cells_per_location)
     settings = settings_for_schedule(
@@ -83,9 +87,13 @@ def map_spatial_cmd(signatures, spatial, n_cells_per_location, per_type_expressi
         clip_norm=clip_norm, detection_alpha=detection_alpha,
         A_factors_per_location=a_factors_per_location, B_groups_per_location=b_groups_per_location,
         n_groups=n_groups, elbo=elbo, tol=tol, min_epochs=min_epochs, compile=compile_)
-    trained = train_mapping(adata, table, settings, source=signatures)
+    checkpoint = checkpoint_for(checkpoint_dir, checkpoint_every, "mapping", [signatures, *spatial],
+                                {**asdict(settings), "device": None, "n_cells_per_location": n_cells_per_location})
+    trained = train_mapping(adata, table, settings, source=signatures, checkpoint=checkpoint)
     model_path = save_mapping(trained, Path(outdir) / f"{prefix}.mapping_model.h5")
     files = export_mapping(trained, outdir, num_samples, use_quantiles, prefix, per_type_expression)
+    if checkpoint is not None:
+        checkpoint.discard()
     click.echo(f"Mapped {adata.n_obs} locations; {len(files)} files in {outdir}; model: {model_path}")
 
 

@@ -19,3 +19,14 @@ def posterior_export_options(default_prefix: str):
         return fn
 
     return decorate
+
+
+def checkpoint_options(fn):
+    """--checkpoint-dir and --checkpoint-every: resumable training (see inference/checkpoint.py)."""
+    fn = click.option("--checkpoint-every", type=int, default=100, show_default=True,
+                      help="Epochs between checkpoints (0: none).")(fn)
+    fn = click.option("--checkpoint-dir", default=None,
+                      help="Folder for training checkpoints, shared by retries of the same task: training resumes "
+                           "from the checkpoint of the same inputs and settings, and removes it on success. "
+                           "s3://, gs:// and az:// work through a Fusion mount. Default: no checkpoints.")(fn)
+    return fn

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import anndata as ad
 import click
 
+from ..inference.checkpoint import checkpoint_for
 from ..inference.device import DEVICE_CHOICES
 from ..stages.reference import ReferenceSettings, export_reference, load_reference, save_reference, train_reference
-from .options import posterior_export_options
+from .options import checkpoint_options, posterior_export_options
 
 
 def _keys_from(adata: ad.AnnData, labels_key, batch_key, covariate_keys):
@@ -41,18 +44,24 @@ def _keys_from(adata: ad.AnnData, labels_key, batch_key, covariate_keys):
               help="Objective: the −ELBO in plain torch, or pyro's Trace_ELBO (same value, slower).")
 @click.option("--compile/--no-compile", "compile_", default=None,
               help="torch.compile the objective (default: when cells x genes x epochs >= 5e9).")
+@checkpoint_options
 @posterior_export_options("reference")
 def train_reference_cmd(reference, labels_key, batch_key, categorical_covariate_keys, max_epochs, batch_size, lr,
-                        clip_norm, min_cells_per_label, device, seed, elbo, compile_, num_samples, use_quantiles,
-                        outdir, prefix) -> None:
+                        clip_norm, min_cells_per_label, device, seed, elbo, compile_, checkpoint_dir, checkpoint_every,
+                        num_samples, use_quantiles, outdir, prefix) -> None:
     """Estimate one expression signature per cell type (NB regression) and export it."""
     adata = ad.read_h5ad(reference)
     labels, batch, covariates = _keys_from(adata, labels_key, batch_key, categorical_covariate_keys)
     settings = ReferenceSettings(max_epochs or None, batch_size or None, lr, seed, device, clip_norm,
                                  min_cells_per_label, elbo, compile_)
-    trained = train_reference(adata, labels, batch, covariates, settings, source=reference)
+    keys = {"labels": labels, "batch": batch, "covariates": covariates}
+    checkpoint = checkpoint_for(checkpoint_dir, checkpoint_every, "reference", [reference],
+                                {**asdict(settings), "device": None, **keys})
+    trained = train_reference(adata, labels, batch, covariates, settings, source=reference, checkpoint=checkpoint)
     model_path = save_reference(trained, f"{outdir}/{prefix}.reference_model.h5")
     files = export_reference(trained, outdir, prefix, num_samples, use_quantiles)
+    if checkpoint is not None:
+        checkpoint.discard()
     click.echo(f"Signatures: {files['signatures']}; model: {model_path}")
 
 

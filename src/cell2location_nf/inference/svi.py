@@ -7,13 +7,18 @@ same torch optimiser with the same defaults), so the guide's parameters stay mod
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pyro
 import torch
 from pyro.infer import Trace_ELBO
+
+from .checkpoint import Checkpoint, restore_rng_state, rng_state
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +81,43 @@ def format_eta(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+@contextmanager
+def sigterm_flag(enabled: bool) -> Iterator[list[bool]]:
+    """While training with checkpoints, SIGTERM (preemption notice) only sets a flag; see :func:`run_svi`."""
+    flag = [False]
+    if not enabled:
+        yield flag
+        return
+
+    def handler(signum, frame):
+        flag[0] = True
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _training_state(epoch: int, guide, optimizer, scheduler, history: TrainingHistory, batches) -> dict:
+    return {"epoch": epoch, "guide": guide.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "elbo_train": list(history.elbo_train), "seconds": history.seconds, "rng": rng_state(batches)}
+
+
+def _resume(checkpoint: Checkpoint, guide, optimizer, scheduler, history: TrainingHistory, batches) -> int:
+    """Load the checkpoint into the training objects; returns the number of epochs already done."""
+    state = checkpoint.load(next(guide.parameters()).device)
+    guide.load_state_dict(state["guide"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state["scheduler"] is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    history.elbo_train[:] = state["elbo_train"]
+    history.seconds = state["seconds"]
+    restore_rng_state(state["rng"], batches)
+    return int(state["epoch"])
+
+
 def run_svi(
     model: Callable,
     guide: torch.nn.Module,
@@ -89,10 +131,14 @@ def run_svi(
     loss_fn: Callable | None = None,
     schedule: Schedule = Schedule(),
     scale_lr_factor: float = 1.0,
+    checkpoint: Checkpoint | None = None,
 ) -> TrainingHistory:
     """Train ``guide`` against ``model``; ``epoch_batches(epoch)`` yields the model arguments per step.
 
     ``loss_fn(model, guide, *args)`` returns the −ELBO to minimise; default: pyro's 1-particle Trace_ELBO.
+    ``checkpoint``: resume from it when it exists, save it every ``checkpoint.every`` epochs, and on
+    SIGTERM save it after the current epoch and then die of that signal (exit 143, which the pipeline
+    retries), so a preempted task loses at most one epoch.
     """
     history = history or TrainingHistory()
     scales = getattr(guide, "raw_scales", None)
@@ -109,8 +155,24 @@ def run_svi(
         gamma = (schedule.lr_final / lr) ** (1 / (n_epochs - 1))
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
     log_every = log_every or max(1, n_epochs // 20)
+    first_epoch = 0
+    if checkpoint is not None and checkpoint.exists():
+        first_epoch = _resume(checkpoint, guide, optimizer, scheduler, history, epoch_batches)
+        log.info("%s: resuming from checkpoint %s after epoch %d/%d", name, checkpoint.path, first_epoch, n_epochs)
+    with sigterm_flag(checkpoint is not None) as terminated:
+        _epochs(model, guide, epoch_batches, range(first_epoch, n_epochs), optimizer, scheduler, loss_fn, clip_norm,
+                history, name, log_every, schedule, checkpoint, terminated)
+    return history
+
+
+def _epochs(model, guide, epoch_batches, epochs: range, optimizer, scheduler, loss_fn, clip_norm,
+            history: TrainingHistory, name: str, log_every: int, schedule: Schedule, checkpoint: Checkpoint | None,
+            terminated: list[bool]) -> None:
+    """The training loop of :func:`run_svi` over ``epochs``."""
+    n_epochs = epochs.stop
     start = time.perf_counter()
-    for epoch in range(n_epochs):
+    seconds_before = history.seconds
+    for epoch in epochs:
         losses = []
         for args in epoch_batches(epoch):
             optimizer.zero_grad(set_to_none=True)
@@ -124,9 +186,18 @@ def run_svi(
         if scheduler is not None:
             scheduler.step()
         stop = plateaued(history.elbo_train, schedule)
+        done = epoch + 1
+        periodic = done % checkpoint.every == 0 and done < n_epochs and not stop if checkpoint else False
+        if periodic or terminated[0]:
+            history.seconds = seconds_before + time.perf_counter() - start
+            checkpoint.save(_training_state(done, guide, optimizer, scheduler, history, epoch_batches))
+        if terminated[0]:
+            log.warning("%s: SIGTERM received; checkpoint saved after epoch %d/%d, stopping", name, done, n_epochs)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
         if (epoch + 1) % log_every == 0 or epoch + 1 == n_epochs or stop:
             elapsed = time.perf_counter() - start
-            rate = (epoch + 1) / elapsed
+            rate = (epoch + 1 - epochs.start) / elapsed
             log.info("%s epoch %d/%d  -ELBO %.4e  (%.2f epochs/s, ETA %s)", name, epoch + 1, n_epochs,
                      history.elbo_train[-1], rate, format_eta((n_epochs - epoch - 1) / rate))
         if stop:
@@ -134,5 +205,4 @@ def run_svi(
                      name, schedule.tol, schedule.window, epoch + 1)
             history.stopped_early = True
             break
-    history.seconds += time.perf_counter() - start
-    return history
+    history.seconds = seconds_before + time.perf_counter() - start

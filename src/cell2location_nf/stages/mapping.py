@@ -28,6 +28,7 @@ from ..export.posterior import (
     sampled_summaries,
     summarise_draws,
 )
+from ..inference.checkpoint import Checkpoint
 from ..inference.device import resolve_device
 from ..inference.svi import Schedule, TrainingHistory, run_svi, seed_everything
 from ..inference.warm_start import poisson_nmf
@@ -195,8 +196,11 @@ def warm_start_abundance(init: dict[str, torch.Tensor], x, model: MappingModel) 
 
 
 def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: MappingSettings | None = None,
-                  source: str = "signatures") -> TrainedMapping:
-    """Fit the cell2location model to all locations of ``adata`` (samples as batches) jointly."""
+                  source: str = "signatures", checkpoint: Checkpoint | None = None) -> TrainedMapping:
+    """Fit the cell2location model to all locations of ``adata`` (samples as batches) jointly.
+
+    ``checkpoint``: resume from / save training state there (:func:`~..inference.svi.run_svi`).
+    """
     settings = settings or MappingSettings()
     check_signatures(signatures, source)
     check_aligned(adata, signatures, source)
@@ -222,7 +226,8 @@ def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: Mapping
         log.info("Compiling the objective with torch.compile (once; cached for later runs)")
         loss_fn = partial(negative_elbo, use_compile=True)
     history = run_svi(model, guide, data, settings.max_epochs, settings.lr, settings.clip_norm, name="mapping",
-                      loss_fn=loss_fn, schedule=schedule, scale_lr_factor=settings.scale_lr_factor)
+                      loss_fn=loss_fn, schedule=schedule, scale_lr_factor=settings.scale_lr_factor,
+                      checkpoint=checkpoint)
     return TrainedMapping(adata, signatures, guide, model, settings, history, str(device))
 
 

@@ -19,6 +19,7 @@ from .. import __version__
 from ..errors import InputError
 from ..export.mod import mod_header
 from ..export.posterior import analytic_quantiles, central_summary, sampled_summaries
+from ..inference.checkpoint import Checkpoint
 from ..inference.device import resolve_device
 from ..inference.svi import TrainingHistory, run_svi, seed_everything
 from ..io.model_store import load_model, save_model
@@ -124,8 +125,12 @@ def _model(adata: ad.AnnData, design: ReferenceDesign, device: torch.device) -> 
 
 
 def train_reference(adata: ad.AnnData, labels_key: str, batch_key: str | None, covariate_keys: list[str],
-                    settings: ReferenceSettings | None = None, source: str = "reference") -> TrainedReference:
-    """Fit the regression model to raw counts; the guide starts at upstream's initial values."""
+                    settings: ReferenceSettings | None = None, source: str = "reference",
+                    checkpoint: Checkpoint | None = None) -> TrainedReference:
+    """Fit the regression model to raw counts; the guide starts at upstream's initial values.
+
+    ``checkpoint``: resume from / save training state there (:func:`~..inference.svi.run_svi`).
+    """
     settings = settings or ReferenceSettings()
     check_raw_counts(adata.X, f"reference '{source}'")
     design = build_design(adata, labels_key, batch_key, covariate_keys, settings.min_cells_per_label, source)
@@ -142,7 +147,7 @@ def train_reference(adata: ad.AnnData, labels_key: str, batch_key: str | None, c
              "%d epochs, batch size %s, lr %g, device %s", adata.n_obs, adata.n_vars, design.n_factors,
              design.n_batches, design.n_covariate_levels, n_epochs, settings.batch_size, settings.lr, device)
     history = run_svi(model, guide, data, n_epochs, settings.lr, settings.clip_norm, name="reference",
-                      loss_fn=loss_function(settings, adata.X, n_epochs, device))
+                      loss_fn=loss_function(settings, adata.X, n_epochs, device), checkpoint=checkpoint)
     keys = {"labels_key": labels_key, "batch_key": batch_key or "", "categorical_covariate_keys": covariate_keys}
     return TrainedReference(adata, design, guide, keys, settings, history, str(device))
 
