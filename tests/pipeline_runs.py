@@ -12,13 +12,19 @@ ROOT = Path(__file__).resolve().parents[1]
 TEST_DATA = ROOT / "build" / "test_data"  # where conf/test.config expects it (make test-data)
 
 
-def nextflow(args: list[str], cwd: Path, pipeline: Path = ROOT) -> subprocess.CompletedProcess:
-    """``nextflow run <pipeline> <args>`` with this venv's tools first on PATH."""
+def nextflow_cli(args: list[str], cwd: Path, path_first: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
+    """``nextflow <args>`` with ``path_first`` and this venv's tools first on PATH."""
     env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PATH"] = os.pathsep.join([*map(str, path_first), str(Path(sys.executable).parent), env["PATH"]])
     env["NXF_ANSI_LOG"] = "false"
-    return subprocess.run([str(ROOT / "scripts" / "nextflow"), "run", str(pipeline), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run([str(ROOT / "scripts" / "nextflow"), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+def nextflow(args: list[str], cwd: Path, pipeline: Path = ROOT,
+             path_first: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
+    """``nextflow run <pipeline> <args>``."""
+    return nextflow_cli(["run", str(pipeline), *args], cwd, path_first)
 
 
 def trace_rows(outdir: Path) -> list[dict[str, str]]:

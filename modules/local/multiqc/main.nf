@@ -1,6 +1,8 @@
 process MULTIQC {
     label 'process_single'
 
+    container "${ task.ext.container_cpu }"
+
     input:
     path(multiqc_files, stageAs: "?/*")     // every _mqc file, the versions YAML and the summary sections
     path(multiqc_config)                     // assets/multiqc_config.yml

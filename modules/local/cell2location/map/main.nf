@@ -2,6 +2,10 @@ process CELL2LOCATION_MAP {
     tag "${meta.id}"
     label 'process_medium'
     label 'process_long'
+    label 'process_gpu'
+
+    // The CUDA image when the task gets an accelerator (--use_gpu, conf/gpu.config), the slim CPU image otherwise.
+    container "${ task.accelerator ? task.ext.container_gpu : task.ext.container_cpu }"
 
     input:
     tuple val(meta), path(signatures)        // reference signatures (genes x cell types)
@@ -17,6 +21,7 @@ process CELL2LOCATION_MAP {
     tuple val("${task.process}"), val('cell2location-nf'), eval('python3 -c "import importlib.metadata as m; print(m.version(\'cell2location-nf\'))"'), topic: versions, emit: versions_cell2location
     tuple val("${task.process}"), val('torch'), eval('python3 -c "import importlib.metadata as m; print(m.version(\'torch\'))"'), topic: versions, emit: versions_torch
     tuple val("${task.process}"), val('pyro-ppl'), eval('python3 -c "import importlib.metadata as m; print(m.version(\'pyro-ppl\'))"'), topic: versions, emit: versions_pyro
+    tuple val("${task.process}"), val('cuda'), eval('python3 -c "import torch; print(torch.version.cuda or \'none\')"'), topic: versions, emit: versions_cuda
     tuple val("${task.process}"), val('anndata'), eval('python3 -c "import importlib.metadata as m; print(m.version(\'anndata\'))"'), topic: versions, emit: versions_anndata
     tuple val("${task.process}"), val('scanpy'), eval('python3 -c "import importlib.metadata as m; print(m.version(\'scanpy\'))"'), topic: versions, emit: versions_scanpy
 

@@ -2,6 +2,8 @@ process CELL2LOCATION_NOTEBOOK {
     tag "${meta.id}"
     label 'process_low'
 
+    container "${ task.ext.container_cpu }"
+
     input:
     tuple val(meta), path(notebook), val(parameters), path(input_files, stageAs: 'inputs/*')
 

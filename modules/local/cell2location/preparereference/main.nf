@@ -2,6 +2,8 @@ process CELL2LOCATION_PREPAREREFERENCE {
     tag "${meta.id}"
     label 'process_low'
 
+    container "${ task.ext.container_cpu }"
+
     input:
     tuple val(meta), path(reference)
 

@@ -2,6 +2,8 @@ process CELL2LOCATION_PREPARESPATIAL {
     tag "${meta.id}"
     label 'process_low'
 
+    container "${ task.ext.container_cpu }"
+
     input:
     tuple val(meta), path(spatial, stageAs: 'input/*')   // Space Ranger outs/ folder or .h5ad
     tuple val(ref_meta), path(reference)                 // prepared reference (its genes)

@@ -1,6 +1,8 @@
 process CELL2LOCATION_REPORTSUMMARY {
     label 'process_single'
 
+    container "${ task.ext.container_cpu }"
+
     input:
     path(params_json)           // the run's resolved parameters
     path(pipeline_schema)       // nextflow_schema.json

@@ -1,6 +1,10 @@
 process CELL2LOCATION_TRAINREFERENCE {
     tag "${meta.id}"
     label 'process_medium'
+    label 'process_gpu'
+
+    // The CUDA image when the task gets an accelerator (--use_gpu, conf/gpu.config), the slim CPU image otherwise.
+    container "${ task.accelerator ? task.ext.container_gpu : task.ext.container_cpu }"
 
     input:
     tuple val(meta), path(reference)   // prepared reference .h5ad
@@ -14,6 +18,7 @@ process CELL2LOCATION_TRAINREFERENCE {
     tuple val("${task.process}"), val('cell2location-nf'), eval('python3 -c "import importlib.metadata as m; print(m.version(\'cell2location-nf\'))"'), topic: versions, emit: versions_cell2location
     tuple val("${task.process}"), val('torch'), eval('python3 -c "import importlib.metadata as m; print(m.version(\'torch\'))"'), topic: versions, emit: versions_torch
     tuple val("${task.process}"), val('pyro-ppl'), eval('python3 -c "import importlib.metadata as m; print(m.version(\'pyro-ppl\'))"'), topic: versions, emit: versions_pyro
+    tuple val("${task.process}"), val('cuda'), eval('python3 -c "import torch; print(torch.version.cuda or \'none\')"'), topic: versions, emit: versions_cuda
 
     when:
     task.ext.when == null || task.ext.when

@@ -2,6 +2,8 @@ process CELL2LOCATION_VALIDATE {
     tag "samplesheet"
     label 'process_single'
 
+    container "${ task.ext.container_cpu }"
+
     input:
     path samplesheet        // may be [] when --input was not given; the validator then reports it
     path params_json
@@ -33,7 +35,13 @@ process CELL2LOCATION_VALIDATE {
     """
 
     stub:
+    // the samplesheet passes through unchecked, so a stub run still fans out per sample
+    def sheet = samplesheet ?: ''
     """
-    echo "sample,spaceranger_dir,h5ad,batch,n_cells_per_location,hd_bin_size" > validated_samplesheet.csv
+    if [ -n '${sheet}' ]; then
+        cp '${sheet}' validated_samplesheet.csv
+    else
+        echo "sample,spaceranger_dir,h5ad,batch,n_cells_per_location,hd_bin_size" > validated_samplesheet.csv
+    fi
     """
 }

@@ -1,0 +1,66 @@
+"""A preempted mapping task (SIGTERM midway, exit 143) is retried by the pipeline and resumes from its checkpoint,
+ending bit for bit where an uninterrupted run of the same command ends (tolerance: none, on the CPU)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cell2location_nf.io.model_store import load_model
+
+from .pipeline_runs import ROOT, nextflow, trace_rows
+
+pytestmark = pytest.mark.pipeline
+
+PREEMPT_CONFIG = ROOT / "tests" / "nextflow" / "preempt_mapping.config"
+EPOCHS = 2000
+
+
+def task_dir(workdir: Path, row: dict[str, str]) -> Path:
+    (path,) = (workdir / "work").glob(f"{row['hash']}*")
+    return path
+
+
+def rerun_uninterrupted(task: Path, checkpoints: Path, target: Path) -> Path:
+    """The task's own command in a fresh folder: same staged inputs, an empty checkpoint folder."""
+    shutil.copytree(task, target, symlinks=True, ignore=lambda _, names: [n for n in names if n.endswith(".h5")])
+    script = (task / ".command.sh").read_text()
+    assert f"--checkpoint-dir '{checkpoints}'" in script
+    (target / ".command.sh").write_text(script.replace(str(checkpoints), str(target / "fresh_checkpoints")))
+    path = f"{Path(sys.executable).parent}:{ROOT / 'bin'}:/usr/bin:/bin"
+    result = subprocess.run(["bash", ".command.sh"], cwd=target, capture_output=True, text=True, timeout=600,
+                            env={"PATH": path})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming" not in result.stderr
+    return target / "mapping.mapping_model.h5"
+
+
+def test_preempted_mapping_is_retried_and_resumes_from_its_checkpoint(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    result = nextflow(["-profile", "test", "--outdir", "results", "--map_max_epochs", str(EPOCHS),
+                       "--checkpoint_every", "50", "--checkpoint_dir", str(checkpoints), "-c", str(PREEMPT_CONFIG)],
+                      tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    attempts = [row for row in trace_rows(tmp_path / "results") if "CELL2LOCATION_MAP" in row["name"]]
+    assert [(row["status"], row["exit"]) for row in attempts] == [("FAILED", "143"), ("COMPLETED", "0")]
+    first, retry = (task_dir(tmp_path, row) for row in attempts)
+    assert "SIGTERM received; checkpoint saved after epoch" in (first / ".command.err").read_text()
+    log = (retry / ".command.err").read_text()
+    line = next(line for line in log.splitlines() if "mapping: resuming from checkpoint" in line)
+    resumed_after = int(line.rsplit("after epoch ", 1)[1].split("/")[0])
+    assert 0 < resumed_after < EPOCHS
+    assert not any(checkpoints.iterdir()), "checkpoints are removed once the tasks succeed"
+
+    uninterrupted = load_model(rerun_uninterrupted(retry, checkpoints, tmp_path / "uninterrupted"))
+    resumed = load_model(retry / "mapping.mapping_model.h5")
+    for site in resumed.locs:
+        np.testing.assert_array_equal(resumed.locs[site], uninterrupted.locs[site], err_msg=site)
+        np.testing.assert_array_equal(resumed.raw_scales[site], uninterrupted.raw_scales[site], err_msg=site)
+    np.testing.assert_array_equal(resumed.history, uninterrupted.history)
+    assert len(resumed.history) == EPOCHS
