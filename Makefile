@@ -8,14 +8,25 @@ TESTDATA := build/test_data
 NEXTFLOW := scripts/nextflow
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup nextflow-runtime browser test-data lint test run-test bench bench-upstream-env clean
+.PHONY: setup lock nextflow-runtime browser test-data lint test run-test bench bench-upstream-env clean
 
-# No pip cache: torch's CUDA wheels would otherwise be kept twice on disk (about 3 GB more).
-$(VENV)/.installed: pyproject.toml
+# Installs exactly the pinned dependencies of containers/*.lock (no resolver at install time). The images'
+# runtime lock goes first and `pip check` proves it complete on its own, as the images install it; then the
+# test tools. No pip cache: torch's CUDA wheels would otherwise be kept twice on disk (about 3 GB more).
+PIP := $(VENV)/bin/python -m pip --quiet --no-cache-dir
+$(VENV)/.installed: pyproject.toml containers/requirements.lock containers/requirements-test.lock
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --no-cache-dir --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet --no-cache-dir -e '.[test]'
+	$(PIP) install --upgrade pip
+	$(PIP) install --no-deps -r containers/requirements.lock
+	$(PIP) install --no-deps -e .
+	$(VENV)/bin/python -m pip check
+	$(PIP) install --no-deps -r containers/requirements-test.lock
+	$(VENV)/bin/python -m pip check
 	touch $@
+
+# Re-pin containers/*.lock after a change of pyproject.toml's dependencies.
+lock:
+	scripts/lock-dependencies
 
 nextflow-runtime:
 	$(NEXTFLOW) -version >/dev/null
@@ -35,6 +46,7 @@ test-data: $(TESTDATA)/samplesheet.csv
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests bench bin/cell2location-nf
+	$(VENV)/bin/hadolint containers/cpu/Dockerfile containers/cuda/Dockerfile
 
 test: setup browser lint test-data
 	$(VENV)/bin/python -m pytest
