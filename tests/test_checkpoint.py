@@ -139,6 +139,11 @@ def test_checkpoint_location(tmp_path, monkeypatch, caplog):
     (tmp_path / "fusion" / "s3").mkdir(parents=True)
     fused = ckpt.checkpoint_for("s3://bucket/work/checkpoints", 100, "mapping", [data], {})
     assert fused.path.parent.parent == tmp_path / "fusion" / "s3" / "bucket" / "work" / "checkpoints"
+    monkeypatch.setattr(ckpt, "GCSFUSE_ROOT", tmp_path / "disks")
+    assert ckpt.checkpoint_for("gs://bucket/work/checkpoints", 100, "mapping", [data], {}) is None
+    (tmp_path / "disks" / "bucket").mkdir(parents=True)
+    mounted = ckpt.checkpoint_for("gs://bucket/work/checkpoints", 100, "mapping", [data], {})
+    assert mounted.path.parent.parent == tmp_path / "disks" / "bucket" / "work" / "checkpoints"
 
 
 def test_signal_handler_is_restored_after_training():

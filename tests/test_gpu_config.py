@@ -19,8 +19,9 @@ CPU_IMAGE = "ghcr.io/cell2location-nf/cell2location-nf:0.1.0"
 GPU_IMAGE = "ghcr.io/cell2location-nf/cell2location-nf:0.1.0-cuda"
 
 
-def flat_config(profile: str, cwd: Path) -> dict[str, str]:
-    result = nextflow_cli(["config", "-flat", "-profile", profile, str(ROOT)], cwd)
+def flat_config(profile: str, cwd: Path, site_config: Path | None = None) -> dict[str, str]:
+    extra = ["-c", str(site_config)] if site_config else []
+    result = nextflow_cli([*extra, "config", "-flat", "-profile", profile, str(ROOT)], cwd)
     assert result.returncode == 0, result.stdout + result.stderr
     return dict(line.split(" = ", 1) for line in result.stdout.splitlines() if " = " in line)
 
@@ -36,6 +37,26 @@ def test_resolved_config_puts_accelerator_and_container_options_on_the_gpu_label
             "no global GPU flag")
     assert flat_config("docker,gpu", tmp_path)["params.use_gpu"] == "true"
     assert flat_config("docker", tmp_path)["params.use_gpu"] == "false"
+
+
+EXAMPLES = {
+    "slurm_gpu": {"process.executor": "'slurm'", "process.'withLabel:process_gpu'.clusterOptions": "'--gres=gpu:1'",
+                  "process.'withLabel:process_gpu'.queue": "'gpu'", "params.use_gpu": "true"},
+    "awsbatch": {"process.executor": "'awsbatch'", "process.'withLabel:process_gpu'.queue": "'YOUR_GPU_QUEUE'",
+                 "params.use_gpu": "true", "params.checkpoint_dir": "'/mnt/efs/cell2location-nf/checkpoints'",
+                 "aws.batch.volumes": "'/mnt/efs'"},
+    "google_batch": {"process.executor": "'google-batch'", "params.gpu_type": "'nvidia-l4'",
+                     "process.'withLabel:process_gpu'.machineType": "'g2-standard-8'", "params.use_gpu": "true"},
+}
+
+
+@pytest.mark.parametrize("example", list(EXAMPLES))
+def test_example_site_configs_resolve(tmp_path, example):
+    """conf/examples: GPU requests stay on the GPU label there too (SLURM through --gres, which it honours)."""
+    config = flat_config("docker", tmp_path, ROOT / "conf" / "examples" / f"{example}.config")
+    assert {k: config.get(k) for k in EXAMPLES[example]} == EXAMPLES[example]
+    gpu_keys = {k for k in config if re.search(r"(accelerator|containerOptions|clusterOptions|machineType)$", k)}
+    assert all(k.startswith("process.'withLabel:process_gpu'.") for k in gpu_keys), gpu_keys
 
 
 def task_launches(workdir: Path) -> dict[str, list[tuple[str, str]]]:

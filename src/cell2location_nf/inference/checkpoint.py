@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "training_state.pt"
 FUSION_ROOT = Path("/fusion")  # where Fusion mounts object storage inside a task: /fusion/<scheme>/<bucket>/...
+GCSFUSE_ROOT = Path("/mnt/disks")  # where Google Batch mounts the work bucket without Fusion: /mnt/disks/<bucket>/...
 CLOUD_SCHEMES = ("s3", "gs", "az")
 
 
@@ -69,12 +70,15 @@ def fingerprint(stage: str, files: Iterable[str | Path], settings: dict[str, Any
 
 
 def local_directory(root: str) -> Path | None:
-    """``root`` as a path this task can write; object-store URIs map to the Fusion mount when present."""
+    """``root`` as a path this task can write: object-store URIs map to the Fusion mount, or on Google Batch
+    to the bucket's gcsfuse mount, when present; None when the task cannot reach it."""
     scheme, sep, rest = root.partition("://")
     if not sep:
         return Path(root)
     if scheme in CLOUD_SCHEMES and (FUSION_ROOT / scheme).is_dir():
         return FUSION_ROOT / scheme / rest
+    if scheme == "gs" and (GCSFUSE_ROOT / rest.split("/", 1)[0]).is_dir():
+        return GCSFUSE_ROOT / rest
     return None
 
 
@@ -85,8 +89,9 @@ def checkpoint_for(root: str | None, every: int, stage: str, files: Iterable[str
         return None
     directory = local_directory(root)
     if directory is None:
-        log.warning("Checkpoints are off: '%s' is not a path inside this task (object storage is only reachable "
-                    "through Fusion here). Set --checkpoint-dir to a mounted or shared folder.", root)
+        log.warning("Checkpoints are off: '%s' is not reachable as a path inside this task (object storage needs "
+                    "Fusion, or Google Batch's bucket mount). Set --checkpoint-dir to a mounted or shared folder.",
+                    root)
         return None
     checkpoint = Checkpoint(directory / f"{stage}-{fingerprint(stage, files, settings)}" / STATE_FILE, every)
     log.info("Checkpoints every %d epochs in %s", every, checkpoint.path.parent)
