@@ -72,7 +72,7 @@ def test_pipeline_info_reports(test_profile_run):
         assert list(info.glob(pattern)), pattern
     versions = yaml.safe_load((info / "cell2location_nf_software_mqc_versions.yml").read_text())
     assert versions["CELL2LOCATION_PREPAREREFERENCE"] == {"cell2location-nf": "0.1.0"}
-    assert set(versions["CELL2LOCATION_TRAINREFERENCE"]) == {"cell2location-nf", "torch", "pyro-ppl"}
+    assert set(versions["CELL2LOCATION_TRAINREFERENCE"]) == {"cell2location-nf", "torch", "pyro-ppl", "cuda"}
     assert set(versions["MAPPING_QC_NOTEBOOK"]) == {"cell2location-nf", "papermill", "nbconvert", "jupytext"}
     assert set(versions["Workflow"]) == {"Nextflow", "cell2location-nf"}
     rows = trace_rows(workdir / "results")
