@@ -9,6 +9,7 @@ from pathlib import Path
 import anndata as ad
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import scanpy as sc
 from matplotlib.figure import Figure
 
@@ -59,7 +60,9 @@ def plot_abundance_maps(adata: ad.AnnData, cell_types: list[str], library: str, 
                        table.columns, strict=True))
     nrows = -(-len(cell_types) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 4.2 * nrows), squeeze=False)
-    view = adata.copy()
+    # coordinates and image only: a copy of the counts would double the memory on Visium HD
+    view = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names), obsm={"spatial": np.asarray(adata.obsm["spatial"])},
+                      uns={"spatial": adata.uns.get("spatial", {})})
     for ax, cell_type in zip(axes.ravel(), cell_types, strict=False):
         view.obs[cell_type] = table[columns[cell_type]].to_numpy()
         vmax = float(np.quantile(view.obs[cell_type], 0.992)) or None
