@@ -10,11 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from cell2location_nf.inference import checkpoint as ckpt
-from cell2location_nf.io.model_store import load_model
+
+from .training_checks import assert_same_parameters, resumed_after_epoch
 
 CLI = [str(Path(sys.executable).parent / "cell2location-nf")]
 
@@ -64,22 +64,6 @@ def _interrupt_then_resume(command: list[str], checkpoint_dir: Path, sig: signal
     return _run(command).stderr
 
 
-def _assert_same_parameters(resumed: Path, uninterrupted: Path) -> None:
-    a, b = load_model(resumed), load_model(uninterrupted)
-    assert a.locs.keys() == b.locs.keys()
-    for site in a.locs:
-        np.testing.assert_array_equal(a.locs[site], b.locs[site], err_msg=site)
-        np.testing.assert_array_equal(a.raw_scales[site], b.raw_scales[site], err_msg=site)
-    np.testing.assert_array_equal(a.history, b.history)
-
-
-def _resumed_after_epoch(log: str, stage: str, total: int) -> int:
-    line = next(line for line in log.splitlines() if f"{stage}: resuming from checkpoint" in line)
-    epoch, of = line.rsplit("after epoch ", 1)[1].split("/")
-    assert int(of) == total
-    return int(epoch)
-
-
 @pytest.fixture(scope="module")
 def uninterrupted_mapping(test_profile_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("uninterrupted_mapping")
@@ -93,8 +77,8 @@ def test_killed_mapping_resumes_to_the_uninterrupted_result(test_profile_run, un
     checkpoints = tmp_path / "checkpoints"
     log = _interrupt_then_resume(_mapping_command(_published(test_profile_run), tmp_path, checkpoints), checkpoints,
                                  sig)
-    assert 0 < _resumed_after_epoch(log, "mapping", 2000) < 2000
-    _assert_same_parameters(tmp_path / "mapping.mapping_model.h5", uninterrupted_mapping)
+    assert 0 < resumed_after_epoch(log, "mapping", 2000) < 2000
+    assert_same_parameters(tmp_path / "mapping.mapping_model.h5", uninterrupted_mapping)
     assert list(checkpoints.iterdir()) == [], "the checkpoint is removed once the outputs are written"
 
 
@@ -106,8 +90,8 @@ def test_killed_reference_training_resumes_to_the_uninterrupted_result(test_prof
     checkpoints = tmp_path / "checkpoints"
     log = _interrupt_then_resume(_reference_command(results, tmp_path / "resumed", checkpoints), checkpoints,
                                  signal.SIGTERM)
-    assert 0 < _resumed_after_epoch(log, "reference", 800) < 800
-    _assert_same_parameters(tmp_path / "resumed" / "reference.reference_model.h5",
+    assert 0 < resumed_after_epoch(log, "reference", 800) < 800
+    assert_same_parameters(tmp_path / "resumed" / "reference.reference_model.h5",
                             tmp_path / "uninterrupted" / "reference.reference_model.h5")
 
 

@@ -17,10 +17,10 @@ CONTAINERS = ROOT / "containers"
 CUDA_ONLY = re.compile(r"^(nvidia-|cuda-|triton$)")
 
 
-def pins(path) -> dict[str, str]:
-    """Canonical package name -> pinned version of a lock file."""
+def pins(lock: str) -> dict[str, str]:
+    """Canonical package name -> pinned version, from a lock file's text."""
     found = {}
-    for line in path.read_text().splitlines():
+    for line in lock.splitlines():
         requirement = line.split("#", 1)[0].strip()
         if requirement:
             name, version = requirement.split("==")
@@ -33,7 +33,8 @@ def project() -> dict:
 
 
 def test_lock_pins_every_dependency_within_its_range():
-    runtime, test = pins(CONTAINERS / "requirements.lock"), pins(CONTAINERS / "requirements-test.lock")
+    runtime = pins((CONTAINERS / "requirements.lock").read_text())
+    test = pins((CONTAINERS / "requirements-test.lock").read_text())
     for lock, requirements in ((runtime, project()["dependencies"]),
                                (test, project()["optional-dependencies"]["test"])):
         for text in requirements:
@@ -46,7 +47,7 @@ def test_lock_pins_every_dependency_within_its_range():
 
 def test_this_environment_is_the_lock():
     """CI installs the lock with --no-deps; every pinned package is present at exactly its version."""
-    for name, version in pins(CONTAINERS / "requirements-test.lock").items():
+    for name, version in pins((CONTAINERS / "requirements-test.lock").read_text()).items():
         assert importlib.metadata.version(name) == version, name
 
 
@@ -54,9 +55,7 @@ def test_cpu_image_lock_swaps_only_torchs_build():
     lock = (CONTAINERS / "requirements.lock").read_text()
     cpu = subprocess.run([str(CONTAINERS / "cpu" / "cpu-lock.sh")], input=lock, capture_output=True, text=True,
                          check=True).stdout
-    runtime = pins(CONTAINERS / "requirements.lock")
-    cpu_pins = {name: version for line in cpu.splitlines() if (text := line.split("#", 1)[0].strip())
-                for name, version in [text.split("==")]}
+    runtime, cpu_pins = pins(lock), pins(cpu)
     assert cpu_pins.pop("torch") == runtime["torch"] + "+cpu"
     expected = {k: v for k, v in runtime.items() if k != "torch" and not CUDA_ONLY.match(k)}
     assert cpu_pins == expected

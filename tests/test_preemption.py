@@ -8,12 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from cell2location_nf.io.model_store import load_model
 
 from .pipeline_runs import ROOT, nextflow, trace_rows
+from .training_checks import assert_same_parameters, resumed_after_epoch
 
 pytestmark = pytest.mark.pipeline
 
@@ -51,16 +51,9 @@ def test_preempted_mapping_is_retried_and_resumes_from_its_checkpoint(tmp_path):
     assert [(row["status"], row["exit"]) for row in attempts] == [("FAILED", "143"), ("COMPLETED", "0")]
     first, retry = (task_dir(tmp_path, row) for row in attempts)
     assert "SIGTERM received; checkpoint saved after epoch" in (first / ".command.err").read_text()
-    log = (retry / ".command.err").read_text()
-    line = next(line for line in log.splitlines() if "mapping: resuming from checkpoint" in line)
-    resumed_after = int(line.rsplit("after epoch ", 1)[1].split("/")[0])
-    assert 0 < resumed_after < EPOCHS
+    assert 0 < resumed_after_epoch((retry / ".command.err").read_text(), "mapping", EPOCHS) < EPOCHS
     assert not any(checkpoints.iterdir()), "checkpoints are removed once the tasks succeed"
 
-    uninterrupted = load_model(rerun_uninterrupted(retry, checkpoints, tmp_path / "uninterrupted"))
-    resumed = load_model(retry / "mapping.mapping_model.h5")
-    for site in resumed.locs:
-        np.testing.assert_array_equal(resumed.locs[site], uninterrupted.locs[site], err_msg=site)
-        np.testing.assert_array_equal(resumed.raw_scales[site], uninterrupted.raw_scales[site], err_msg=site)
-    np.testing.assert_array_equal(resumed.history, uninterrupted.history)
-    assert len(resumed.history) == EPOCHS
+    uninterrupted = rerun_uninterrupted(retry, checkpoints, tmp_path / "uninterrupted")
+    assert_same_parameters(retry / "mapping.mapping_model.h5", uninterrupted)
+    assert len(load_model(uninterrupted).history) == EPOCHS

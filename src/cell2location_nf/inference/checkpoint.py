@@ -119,13 +119,8 @@ def restore_rng_state(state: dict[str, Any], batches: object) -> None:
     np_state = state["numpy"]
     np.random.set_state((np_state["kind"], np_state["keys"].cpu().numpy().astype(np.uint32), np_state["pos"],
                          np_state["has_gauss"], np_state["cached"]))
-    random.setstate(_as_python_state(state["python"]))
+    random.setstate(state["python"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     if "batches" in state:
         batches.generator.set_state(state["batches"].cpu())
-
-
-def _as_python_state(value):
-    """random.setstate needs tuples where a round trip may have produced lists."""
-    return tuple(_as_python_state(v) for v in value) if isinstance(value, list | tuple) else value

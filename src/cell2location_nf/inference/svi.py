@@ -187,7 +187,7 @@ def _epochs(model, guide, epoch_batches, epochs: range, optimizer, scheduler, lo
             scheduler.step()
         stop = plateaued(history.elbo_train, schedule)
         done = epoch + 1
-        periodic = done % checkpoint.every == 0 and done < n_epochs and not stop if checkpoint else False
+        periodic = checkpoint is not None and done % checkpoint.every == 0 and done < n_epochs and not stop
         if periodic or terminated[0]:
             history.seconds = seconds_before + time.perf_counter() - start
             checkpoint.save(_training_state(done, guide, optimizer, scheduler, history, epoch_batches))
