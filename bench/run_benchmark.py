@@ -37,6 +37,14 @@ UPSTREAM_PYTHON = HERE / ".venv-upstream" / "bin" / "python"
 OURS = [sys.executable, "-m", "cell2location_nf"]
 
 
+def available_tools(tools: list[str]) -> list[str]:
+    """``tools`` without upstream when its environment is absent (the benchmark then runs ours only)."""
+    if "upstream" in tools and not UPSTREAM_PYTHON.exists():
+        print("upstream environment missing (bash bench/setup_upstream.sh); running ours only", file=sys.stderr)
+        return [t for t in tools if t != "upstream"]
+    return tools
+
+
 def run_measured(cmd: list[str], log_path: Path, threads: int) -> dict[str, float]:
     """Run a command, sampling the peak RSS of its whole process tree; returns wall seconds and peak MiB."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
@@ -123,9 +131,7 @@ def main() -> None:
         (data / "signatures").mkdir(exist_ok=True)
         run_measured([*OURS, "train-reference", "--reference", str(data / "reference.h5ad"), "--batch-key", "batch",
                       "--outdir", str(data / "signatures")], data / "signatures" / "log.txt", args.threads)
-    if "upstream" in args.tools and not UPSTREAM_PYTHON.exists():
-        print("upstream environment missing (bash bench/setup_upstream.sh); running ours only", file=sys.stderr)
-        args.tools = [t for t in args.tools if t != "upstream"]
+    args.tools = available_tools(args.tools)
     results = []
     for seed in args.seeds:
         for tool in args.tools:

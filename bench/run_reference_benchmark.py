@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
-from run_benchmark import HERE, OURS, UPSTREAM_PYTHON, markdown_table, run_measured, run_tool
+from run_benchmark import HERE, OURS, UPSTREAM_PYTHON, available_tools, markdown_table, run_measured, run_tool
 
 from cell2location_nf.benchmark.metrics import signature_score
 from cell2location_nf.simulate.benchmark_data import BenchmarkConfig, make_benchmark_data
@@ -52,9 +51,7 @@ def main() -> None:
                       "batch", "--output", str(prepared), "--plot", str(data / "gene_filter.png")],
                      data / "prepare_log.txt", args.threads)
     truth = pd.read_csv(data / "truth" / "profiles.csv", index_col=0)
-    if "upstream" in args.tools and not UPSTREAM_PYTHON.exists():
-        print("upstream environment missing (bash bench/setup_upstream.sh); running ours only", file=sys.stderr)
-        args.tools = [t for t in args.tools if t != "upstream"]
+    args.tools = available_tools(args.tools)
     results = []
     for seed in args.seeds:
         for tool in args.tools:
