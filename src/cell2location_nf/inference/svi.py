@@ -18,6 +18,7 @@ import pyro
 import torch
 from pyro.infer import Trace_ELBO
 
+from .allocator import retain_freed_memory
 from .checkpoint import Checkpoint, restore_rng_state, rng_state
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,7 @@ def run_svi(
     retries), so a preempted task loses at most one epoch.
     """
     history = history or TrainingHistory()
+    retain_freed_memory()
     scales = getattr(guide, "raw_scales", None)
     if scale_lr_factor != 1.0 and scales is not None:  # the guide's scale parameters at a lower learning rate
         scale_ids = {id(p) for p in scales.parameters()}
