@@ -19,6 +19,7 @@ import anndata as ad
 import pandas as pd
 import torch
 
+from cell2location_nf.inference.allocator import retain_freed_memory
 from cell2location_nf.models.mapping_elbo import negative_elbo
 from cell2location_nf.stages.mapping import LOSSES, MappingSettings, _LocationBatches, train_mapping
 from cell2location_nf.stages.mapping_inputs import align_genes, combine_samples
@@ -51,6 +52,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    retain_freed_memory()  # as training does (inference/svi.py)
 
     data = args.workdir / args.dataset
     signatures = pd.read_csv(data / "signatures" / "reference.signatures.csv", index_col=0)
