@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD = 512 * 2**20  # blocks up to this size come from (and go back to) the heap
+MMAP_THRESHOLD = 512 * 2**20  # blocks up to this size come from the heap, larger ones from mmap
 TRIM_THRESHOLD = 2**31 - 1  # (the largest value mallopt takes) keep freed heap memory for reuse
 
 _applied: bool | None = None
