@@ -237,3 +237,15 @@ def test_export_writes_per_type_expression_that_sums_to_the_counts_less_ambient(
     observed = trained.adata.X[rows].toarray()
     summed = sum(split.layers[t].toarray() for t in types)
     assert split.shape == observed.shape and np.all(summed <= observed + 1e-3) and summed.sum() > 0.5 * observed.sum()
+
+
+def test_diverged_training_stops_with_a_clear_error_and_writes_nothing(inputs, tmp_path):
+    """A learning rate far too high turns the −ELBO into NaN: the command says so and exports nothing."""
+    out, paths, signatures, _, _ = inputs
+    result = CliRunner().invoke(cli, ["map-spatial", "--signatures", str(signatures), "--lr", "1000",
+                                      "--max-epochs", "200", "--no-compile", "--outdir", str(tmp_path / "m"),
+                                      *map(str, paths)])
+    assert result.exit_code == 1
+    assert "training diverged" in result.output and "lower learning rate" in result.output
+    assert "mapping: the -ELBO became nan at epoch" in result.output
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())

@@ -1,4 +1,4 @@
-"""One exception type for bad user input, so the CLI can print it plainly instead of a traceback."""
+"""Exceptions the CLI prints as one plain message instead of a traceback: bad input, diverged training."""
 
 
 class InputError(ValueError):
@@ -6,6 +6,11 @@ class InputError(ValueError):
 
     The message always names the offending file, column or value and says what to do.
     """
+
+
+class TrainingDivergedError(RuntimeError):
+    """Raised when the −ELBO stops being a finite number: the optimiser diverged, and going on would
+    export NaN abundances. The message names the epoch and the learning rate to lower."""
 
 
 def format_errors(title: str, errors: list[str]) -> str:

@@ -8,7 +8,7 @@ import logging
 import click
 
 from .. import __version__
-from ..errors import InputError
+from ..errors import InputError, TrainingDivergedError
 
 # Subcommand -> (module, attribute). Modules load when their command runs, so a step imports only what it
 # uses (the whole set, with torch, scanpy and papermill, takes seconds to import in every task).
@@ -27,7 +27,7 @@ COMMANDS = {
 
 
 class _Group(click.Group):
-    """Lazy subcommands (:data:`COMMANDS`); :class:`InputError` becomes a plain one-message exit."""
+    """Lazy subcommands (:data:`COMMANDS`); :class:`InputError` and a diverged training exit with one message."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -41,7 +41,7 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except InputError as exc:
+        except (InputError, TrainingDivergedError) as exc:
             raise click.ClickException(str(exc)) from exc
 
 

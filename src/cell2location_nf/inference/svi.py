@@ -7,6 +7,7 @@ same torch optimiser with the same defaults), so the guide's parameters stay mod
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import time
@@ -18,6 +19,7 @@ import pyro
 import torch
 from pyro.infer import Trace_ELBO
 
+from ..errors import TrainingDivergedError
 from .allocator import retain_freed_memory
 from .checkpoint import Checkpoint, restore_rng_state, rng_state
 
@@ -185,6 +187,12 @@ def _epochs(model, guide, epoch_batches, epochs: range, optimizer, scheduler, lo
             optimizer.step()
             losses.append(loss.item())
         history.elbo_train.append(sum(losses) / len(losses))
+        if not math.isfinite(history.elbo_train[-1]):
+            raise TrainingDivergedError(
+                f"{name}: the -ELBO became {history.elbo_train[-1]} at epoch {epoch + 1}/{n_epochs} (learning rate "
+                f"{optimizer.param_groups[0]['lr']:.3g}): training diverged and nothing was exported. Train again "
+                "with a lower learning rate (the command's --lr; pipeline: --map_lr for the mapping), or with "
+                "larger minibatches.")
         if scheduler is not None:
             scheduler.step()
         stop = plateaued(history.elbo_train, schedule)
