@@ -22,7 +22,6 @@ from pyro.infer import Trace_ELBO
 from ..errors import TrainingDivergedError
 from .allocator import retain_freed_memory
 from .checkpoint import Checkpoint, restore_rng_state, rng_state
-from .lazy_adam import LazyRowAdam
 
 log = logging.getLogger(__name__)
 
@@ -78,25 +77,6 @@ def _adam(params, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, TypeError):
         return torch.optim.Adam(params, lr=lr)
-
-
-def _optimizer(guide: torch.nn.Module, lr: float, scale_lr_factor: float,
-               lazy_rows: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
-    """Adam over the guide; the guide's scales at ``lr * scale_lr_factor``; ``lazy_rows`` see :func:`run_svi`."""
-    params = list(guide.parameters())
-    scales = getattr(guide, "raw_scales", None)
-    slow = {id(p) for p in scales.parameters()} if scale_lr_factor != 1.0 and scales is not None else set()
-    lazy = {id(p) for p in lazy_rows}
-    groups = []
-    for is_lazy in (False, True):
-        for is_slow in (False, True):
-            members = [p for p in params if (id(p) in lazy) == is_lazy and (id(p) in slow) == is_slow]
-            if members:
-                groups.append({"params": members, "lr": lr * (scale_lr_factor if is_slow else 1.0),
-                               **({"lazy": True} if is_lazy else {})})
-    if lazy:
-        return LazyRowAdam(groups, lr)
-    return _adam(groups, lr)
 
 
 def format_eta(seconds: float) -> str:
@@ -155,20 +135,24 @@ def run_svi(
     schedule: Schedule = Schedule(),
     scale_lr_factor: float = 1.0,
     checkpoint: Checkpoint | None = None,
-    lazy_rows: Iterable[torch.Tensor] = (),
 ) -> TrainingHistory:
     """Train ``guide`` against ``model``; ``epoch_batches(epoch)`` yields the model arguments per step.
 
     ``loss_fn(model, guide, *args)`` returns the −ELBO to minimise; default: pyro's 1-particle Trace_ELBO.
-    ``lazy_rows``: per-location parameters of minibatch training, stepped only in the rows of the current
-    minibatch (:class:`~.lazy_adam.LazyRowAdam`); empty: plain Adam for everything.
     ``checkpoint``: resume from it when it exists, save it every ``checkpoint.every`` epochs, and on
     SIGTERM save it after the current epoch and then die of that signal (exit 143, which the pipeline
     retries), so a preempted task loses at most one epoch.
     """
     history = history or TrainingHistory()
     retain_freed_memory()
-    optimizer = _optimizer(guide, lr, scale_lr_factor, lazy_rows)
+    scales = getattr(guide, "raw_scales", None)
+    if scale_lr_factor != 1.0 and scales is not None:  # the guide's scale parameters at a lower learning rate
+        scale_ids = {id(p) for p in scales.parameters()}
+        groups = [{"params": [p for p in guide.parameters() if id(p) not in scale_ids]},
+                  {"params": list(scales.parameters()), "lr": lr * scale_lr_factor}]
+        optimizer = _adam(groups, lr)
+    else:
+        optimizer = _adam(guide.parameters(), lr)
     loss_fn = loss_fn or Trace_ELBO().differentiable_loss
     scheduler = None
     if schedule.lr_final is not None and n_epochs > 1:

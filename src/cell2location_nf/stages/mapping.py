@@ -85,7 +85,6 @@ class MappingSettings:
     min_epochs: int = 1000
     schedule: str = "upstream"  # the preset the epoch/lr/warm-start settings came from (recorded, not used)
     scale_lr_factor: float = 1.0  # learning rate of the guide's scales relative to lr
-    lazy_adam: bool = True  # minibatches: step a location's parameters only when it is in the batch
     compile: bool | None = None  # torch.compile the objective; None: when the run is long (COMPILE_WORK)
 
     def hyperparameters(self) -> MappingHyperparameters:
@@ -226,11 +225,9 @@ def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: Mapping
     if use_compile(settings, adata.n_obs, adata.n_vars):
         log.info("Compiling the objective with torch.compile (once; cached for later runs)")
         loss_fn = partial(negative_elbo, use_compile=True)
-    lazy_rows = [p for site in LOCAL_SITES for p in (guide.locs[site], guide.raw_scales[site])] \
-        if settings.lazy_adam and not data.full else []
     history = run_svi(model, guide, data, settings.max_epochs, settings.lr, settings.clip_norm, name="mapping",
                       loss_fn=loss_fn, schedule=schedule, scale_lr_factor=settings.scale_lr_factor,
-                      checkpoint=checkpoint, lazy_rows=lazy_rows)
+                      checkpoint=checkpoint)
     return TrainedMapping(adata, signatures, guide, model, settings, history, str(device))
 
 
