@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--our-args", default="", help="Extra options for map-spatial.")
+    parser.add_argument("--label", default="", help="Suffix naming this configuration (with --our-args).")
     args = parser.parse_args()
 
     cfg = HDScaleConfig(n_locations=args.locations, n_genes=args.n_genes, n_types=args.n_types)
@@ -49,7 +50,7 @@ def main() -> None:
     truth.index = "hd_" + truth.index  # map-spatial names locations <sample>_<barcode>
     results = []
     for batch_size in args.batch_sizes:
-        out = data / f"ours_batch{batch_size}_epochs{args.epochs}"
+        out = data / f"ours{args.label}_batch{batch_size}_epochs{args.epochs}"
         cmd = [*OURS, "map-spatial", "--signatures", str(data / "signatures.csv"), "--n-cells-per-location",
                str(cfg.cells_per_bin), "--batch-size", str(batch_size), "--max-epochs", str(args.epochs),
                "--use-quantiles", "--per-type-expression", "--device", "cpu", "--outdir", str(out),
@@ -63,11 +64,12 @@ def main() -> None:
         mapped = truth.loc[estimates["q50"].index]  # bins without counts are dropped before mapping
         metrics = score(mapped, estimates["q50"], estimates["q05"])
         results.append({"locations": cfg.n_locations, "genes": cfg.n_genes, "types": cfg.n_types,
-                        "mapped": len(mapped), "batch_size": batch_size, "epochs": args.epochs, "threads": args.threads,
+                        "label": args.label, "our_args": args.our_args, "mapped": len(mapped),
+                        "batch_size": batch_size, "epochs": args.epochs, "threads": args.threads,
                         **cost, **metrics})
         print(json.dumps(results[-1]), flush=True)
     table = pd.DataFrame(results)
-    (data / f"results_batch{'-'.join(map(str, args.batch_sizes))}_epochs{args.epochs}.json").write_text(
+    (data / f"results{args.label}_batch{'-'.join(map(str, args.batch_sizes))}_epochs{args.epochs}.json").write_text(
         table.to_json(orient="records", indent=2))
     print(markdown_table(table))
 
