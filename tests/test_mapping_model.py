@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import anndata as ad
@@ -249,3 +250,18 @@ def test_diverged_training_stops_with_a_clear_error_and_writes_nothing(inputs, t
     assert "training diverged" in result.output and "lower learning rate" in result.output
     assert "mapping: the -ELBO became nan at epoch" in result.output
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+
+
+def test_fast_schedule_on_minibatches_is_recorded_in_the_summary(inputs, tmp_path):
+    """--batch-size below the number of locations switches 'fast' to its minibatch learning rate and epochs."""
+    from cell2location_nf.stages.mapping import FAST_MINIBATCH, minibatch_lr
+
+    out, paths, signatures, adata, _ = inputs
+    result = CliRunner().invoke(cli, ["map-spatial", "--signatures", str(signatures), "--batch-size",
+                                      str(adata.n_obs // 3), "--num-samples", "20", "--outdir", str(tmp_path / "m"),
+                                      *map(str, paths)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "m" / "mapping.training_summary.json").read_text())
+    assert summary["schedule"] == "fast-minibatch" and summary["batch_size"] == adata.n_obs // 3
+    assert (summary["epochs"], summary["lr"], summary["lr_final"]) == (
+        FAST_MINIBATCH["max_epochs"], *minibatch_lr(adata.n_obs, adata.n_obs // 3))

@@ -62,6 +62,30 @@ def test_schedules_are_presets_that_explicit_options_override():
     assert (upstream.max_epochs, upstream.lr, upstream.lr_final, upstream.warm_start) == (30000, 0.002, None, False)
     fast = settings_for_schedule("fast", max_epochs=50, lr=None, seed=3)
     assert fast.max_epochs == 50 and fast.lr == SCHEDULES["fast"]["lr"] and fast.seed == 3
+    # a lower initial learning rate lowers the whole decay; an explicit final one is kept
+    assert settings_for_schedule("fast", lr=0.004).lr_final == pytest.approx(SCHEDULES["fast"]["lr_final"] / 10)
+    assert settings_for_schedule("fast", lr=0.004, lr_final=0.003).lr_final == 0.003
     assert fast.schedule == "fast"
     with pytest.raises(ValueError, match="schedule must be one of"):
         settings_for_schedule("slow")
+
+
+def test_fast_schedule_on_minibatches_lowers_its_learning_rate_with_the_steps_per_epoch():
+    from cell2location_nf.stages.mapping import FAST_MINIBATCH, SCHEDULES, minibatch_lr, settings_for_schedule
+
+    four_steps = settings_for_schedule("fast", n_obs=20000, batch_size=5000)
+    ten_steps = settings_for_schedule("fast", n_obs=20000, batch_size=2000)
+    forty_steps = settings_for_schedule("fast", n_obs=200000, batch_size=5000)
+    assert {four_steps.schedule, ten_steps.schedule, forty_steps.schedule} == {"fast-minibatch"}
+    assert four_steps.max_epochs == FAST_MINIBATCH["max_epochs"] < SCHEDULES["fast"]["max_epochs"]
+    # the learning rates the scale benchmark trained well with (bench/RESULTS.md)
+    assert four_steps.lr == SCHEDULES["fast"]["lr"]
+    assert ten_steps.lr == pytest.approx(0.023, abs=5e-4) and forty_steps.lr == pytest.approx(0.01)
+    assert forty_steps.lr_final == pytest.approx(forty_steps.lr / 10)
+    assert minibatch_lr(10000, 5000)[0] == SCHEDULES["fast"]["lr"]  # never above the full-batch rate
+    # explicit options win; a lower initial learning rate lowers the whole decay
+    lowered = settings_for_schedule("fast", n_obs=20000, batch_size=5000, lr=0.004)
+    assert lowered.lr == 0.004 and lowered.lr_final == pytest.approx(four_steps.lr_final / 10)
+    # a batch holding every location is full-batch training; the upstream preset is never changed
+    assert settings_for_schedule("fast", n_obs=4000, batch_size=5000).schedule == "fast"
+    assert settings_for_schedule("upstream", n_obs=20000, batch_size=500).lr == SCHEDULES["upstream"]["lr"]

@@ -47,7 +47,8 @@ def export_options(fn):
 @click.command("map-spatial")
 @export_options
 @click.option("--schedule", type=click.Choice(sorted(SCHEDULES)), default="fast", show_default=True,
-              help="Training preset: 'fast' (lr 0.04 decaying to 0.002, 9,000 epochs; see bench/RESULTS.md) "
+              help="Training preset: 'fast' (lr 0.04 decaying to 0.002, 9,000 epochs; with --batch-size below "
+                   "the number of locations 100 epochs, lr falling with minibatches per epoch; see bench/RESULTS.md) "
                    "or 'upstream' (30,000 full-batch epochs at lr 0.002 from the prior means, as cell2location).")
 @click.option("--max-epochs", type=int, default=None, help="Override the schedule's epochs.")
 @click.option("--batch-size", type=int, default=0, show_default=True, help="Locations per minibatch; 0 = all.")
@@ -82,7 +83,7 @@ def map_spatial_cmd(signatures, spatial, n_cells_per_location, per_type_expressi
     """Estimate absolute cell abundances of every cell type at every location, all samples jointly."""
     adata, table = load_inputs(signatures, spatial, n_cells_per_location)
     settings = settings_for_schedule(
-        schedule, max_epochs=max_epochs, lr=lr, lr_final=lr_final, warm_start=warm_start,
+        schedule, n_obs=adata.n_obs, max_epochs=max_epochs, lr=lr, lr_final=lr_final, warm_start=warm_start,
         scale_lr_factor=scale_lr_factor, batch_size=batch_size or None, seed=seed, device=device,
         clip_norm=clip_norm, detection_alpha=detection_alpha,
         A_factors_per_location=a_factors_per_location, B_groups_per_location=b_groups_per_location,
