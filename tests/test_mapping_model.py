@@ -256,7 +256,7 @@ def test_fast_schedule_on_minibatches_is_recorded_in_the_summary(inputs, tmp_pat
     """--batch-size below the number of locations switches 'fast' to its minibatch learning rate and epochs."""
     from cell2location_nf.stages.mapping import FAST_MINIBATCH, minibatch_lr
 
-    out, paths, signatures, adata, _ = inputs
+    _, paths, signatures, adata, _ = inputs
     result = CliRunner().invoke(cli, ["map-spatial", "--signatures", str(signatures), "--batch-size",
                                       str(adata.n_obs // 3), "--num-samples", "20", "--outdir", str(tmp_path / "m"),
                                       *map(str, paths)])

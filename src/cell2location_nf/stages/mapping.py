@@ -69,6 +69,11 @@ FAST_MINIBATCH: dict = {"max_epochs": 100, "warm_start": False}
 MINIBATCH_LR_EXPONENT = math.log10(4)
 
 
+def uses_minibatches(batch_size: int | None, n_obs: int) -> bool:
+    """Whether training steps on part of the locations (a batch size below their number) rather than all."""
+    return batch_size is not None and batch_size < n_obs
+
+
 def minibatch_lr(n_obs: int, batch_size: int) -> tuple[float, float]:
     """Initial and final learning rates of ``fast-minibatch`` for ``n_obs`` locations in minibatches.
 
@@ -77,7 +82,7 @@ def minibatch_lr(n_obs: int, batch_size: int) -> tuple[float, float]:
     low one (at 4 steps, 0.01 reached Pearson 0.45 where 0.04 reached 0.84). The start is 0.04 up to 4
     steps per epoch and falls fourfold for every tenfold more steps beyond; it decays tenfold over the epochs.
     """
-    steps = -(-n_obs // batch_size)
+    steps = math.ceil(n_obs / batch_size)
     lr = SCHEDULES["fast"]["lr"] * min(1.0, (4 / steps) ** MINIBATCH_LR_EXPONENT)
     return round(lr, 5), round(lr / 10, 6)
 
@@ -122,7 +127,7 @@ def settings_for_schedule(schedule: str, n_obs: int | None = None, **overrides) 
         raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}")
     preset = SCHEDULES[schedule]
     batch_size = overrides.get("batch_size")
-    if schedule == "fast" and batch_size is not None and n_obs is not None and batch_size < n_obs:
+    if schedule == "fast" and n_obs is not None and uses_minibatches(batch_size, n_obs):
         lr, lr_final = minibatch_lr(n_obs, batch_size)
         preset, schedule = {**FAST_MINIBATCH, "lr": lr, "lr_final": lr_final}, "fast-minibatch"
     chosen = {**preset, **{k: v for k, v in overrides.items() if v is not None}}
@@ -158,7 +163,7 @@ class _LocationBatches:
                  seed: int):
         self.n_obs = x.shape[0]
         self.device = device
-        self.full = batch_size is None or batch_size >= self.n_obs
+        self.full = not uses_minibatches(batch_size, self.n_obs)
         self.x = sp.csr_matrix(x, dtype=np.float32)
         self.batch_index = torch.as_tensor(np.asarray(batch_index, dtype=np.int64), device=device)
         self.batch_size = batch_size or self.n_obs
