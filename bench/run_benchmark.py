@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -33,8 +34,10 @@ from cell2location_nf.benchmark.metrics import score
 from cell2location_nf.simulate.benchmark_data import BenchmarkConfig, make_benchmark_data
 
 HERE = Path(__file__).resolve().parent
-UPSTREAM_PYTHON = HERE / ".venv-upstream" / "bin" / "python"
+# upstream's interpreter: bench/.venv-upstream (setup_upstream.sh), or another one named by this variable
+UPSTREAM_PYTHON = Path(os.environ.get("C2L_BENCH_UPSTREAM_PYTHON", HERE / ".venv-upstream" / "bin" / "python"))
 OURS = [sys.executable, "-m", "cell2location_nf"]
+UPSTREAM_DEFAULT_EPOCHS = 30000
 
 
 def available_tools(tools: list[str]) -> list[str]:
@@ -45,10 +48,24 @@ def available_tools(tools: list[str]) -> list[str]:
     return tools
 
 
-def run_measured(cmd: list[str], log_path: Path, threads: int) -> dict[str, float]:
-    """Run a command, sampling the peak RSS of its whole process tree; returns wall seconds and peak MiB."""
+def gpu_memory_used_mib() -> float | None:
+    """Memory in use on the first GPU (MiB, from nvidia-smi), or None without one."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+        return float(out.split()[0])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def run_measured(cmd: list[str], log_path: Path, threads: int, gpu: bool = False) -> dict[str, float]:
+    """Run a command, sampling the peak RSS of its whole process tree; returns wall seconds and peak MiB.
+
+    With ``gpu``, also the peak GPU memory it added (nvidia-smi's memory in use minus that before the start).
+    """
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
-    start, peak = time.perf_counter(), 0
+    gpu_base = gpu_memory_used_mib() if gpu else None
+    start, peak, gpu_peak = time.perf_counter(), 0, 0.0
     with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         root = psutil.Process(proc.pid)
@@ -58,10 +75,15 @@ def run_measured(cmd: list[str], log_path: Path, threads: int) -> dict[str, floa
                 peak = max(peak, rss)
             except psutil.Error:
                 pass
+            if gpu_base is not None:
+                gpu_peak = max(gpu_peak, (gpu_memory_used_mib() or gpu_base) - gpu_base)
             time.sleep(0.5)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[:4]} failed (exit {proc.returncode}); see {log_path}")
-    return {"wall_s": round(time.perf_counter() - start, 1), "peak_rss_mib": round(peak / 2**20, 1)}
+    cost = {"wall_s": round(time.perf_counter() - start, 1), "peak_rss_mib": round(peak / 2**20, 1)}
+    if gpu_base is not None:
+        cost["peak_gpu_mib"] = round(gpu_peak)
+    return cost
 
 
 def read_estimates(folder: Path, samples: list[str], kind: str, ours: bool) -> pd.DataFrame:
@@ -83,7 +105,8 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def run_tool(tool: str, cmd: list[str], out: Path, seed: int, threads: int, reuse: bool) -> dict:
+def run_tool(tool: str, cmd: list[str], out: Path, seed: int, threads: int, reuse: bool,
+             device: str = "cpu") -> dict:
     """Run one tool once (or reuse its earlier result.json) and return its row."""
     saved = out / "result.json"
     if reuse and saved.exists():
@@ -92,9 +115,9 @@ def run_tool(tool: str, cmd: list[str], out: Path, seed: int, threads: int, reus
             return {**row, "reused": True}
     out.mkdir(parents=True, exist_ok=True)
     print(f"running {out.name} ...", file=sys.stderr, flush=True)
-    cost = run_measured(cmd, out / "log.txt", threads)
-    row = {"tool": tool, "seed": seed, "threads": threads, **cost, "date": time.strftime("%Y-%m-%d %H:%M"),
-           "command": " ".join(cmd)}
+    cost = run_measured(cmd, out / "log.txt", threads, gpu=device == "cuda")
+    row = {"tool": tool, "seed": seed, "threads": threads, "device": device, **cost,
+           "date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(cmd)}
     saved.write_text(json.dumps(row, indent=2))
     return {**row, "reused": False}
 
@@ -105,7 +128,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--tools", nargs="+", default=["ours", "upstream"], choices=["ours", "upstream"])
     parser.add_argument("--epochs", type=int, default=None, help="Override our mapping epochs (default: our schedule).")
-    parser.add_argument("--upstream-epochs", type=int, default=30000, help="Upstream mapping epochs (its default).")
+    parser.add_argument("--upstream-epochs", type=int, default=UPSTREAM_DEFAULT_EPOCHS,
+                        help="Upstream mapping epochs (default: its default; fewer: its wall time is extrapolated).")
     parser.add_argument("--our-args", default="", help="Extra options for our map-spatial (e.g. --schedule upstream).")
     parser.add_argument("--label", default="", help="Suffix naming this configuration of our tool (with --our-args).")
     parser.add_argument("--n-genes", type=int, default=1000)
@@ -115,7 +139,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--rerun-upstream", action="store_true", help="Run upstream even if a result exists.")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="Where both tools train and export (cuda: the first GPU; result folders end in _cuda).")
     args = parser.parse_args()
+    where = "" if args.device == "cpu" else f"_{args.device}"
 
     cfg = BenchmarkConfig(n_genes=args.n_genes, n_types=args.n_types, grid=tuple(args.grid), n_samples=args.samples)
     name = f"{cfg.grid[0] * cfg.grid[1] * cfg.n_samples}x{cfg.n_genes}x{cfg.n_types}"
@@ -130,7 +157,8 @@ def main() -> None:
     if not signatures.exists():
         (data / "signatures").mkdir(exist_ok=True)
         run_measured([*OURS, "train-reference", "--reference", str(data / "reference.h5ad"), "--batch-key", "batch",
-                      "--outdir", str(data / "signatures")], data / "signatures" / "log.txt", args.threads)
+                      "--device", args.device, "--outdir", str(data / "signatures")],
+                     data / "signatures" / "log.txt", args.threads)
     args.tools = available_tools(args.tools)
     results = []
     for seed in args.seeds:
@@ -140,30 +168,56 @@ def main() -> None:
             if tool == "ours":
                 name_ = f"ours{args.label}"
                 epochs = ["--max-epochs", str(args.epochs)] if args.epochs else []
-                out = data / (f"{name_}_seed{seed}" + (f"_epochs{args.epochs}" if args.epochs else ""))
-                cmd = [*OURS, "map-spatial", *common, *epochs, "--outdir", str(out), "--device", "cpu",
+                out = data / (f"{name_}{where}_seed{seed}" + (f"_epochs{args.epochs}" if args.epochs else ""))
+                cmd = [*OURS, "map-spatial", *common, *epochs, "--outdir", str(out), "--device", args.device,
                        *args.our_args.split(), *spatial]
             else:
                 name_ = "upstream"
-                out = data / f"upstream_seed{seed}_epochs{args.upstream_epochs}"
+                out = data / f"upstream{where}_seed{seed}_epochs{args.upstream_epochs}"
                 cmd = [str(UPSTREAM_PYTHON), str(HERE / "upstream_map.py"), *common, "--max-epochs",
-                       str(args.upstream_epochs), "--outdir", str(out), *spatial]
-            row = run_tool(name_, cmd, out, seed, args.threads, reuse=tool == "upstream" and not args.rerun_upstream)
+                       str(args.upstream_epochs), "--accelerator", "gpu" if args.device == "cuda" else "cpu",
+                       "--outdir", str(out), *spatial]
+            row = run_tool(name_, cmd, out, seed, args.threads, reuse=tool == "upstream" and not args.rerun_upstream,
+                           device=args.device)
             row["epochs"] = _epochs_run(out) if tool == "ours" else args.upstream_epochs
+            row["wall_s_default"] = row["wall_s"] if tool == "ours" else upstream_wall_at_default(
+                row["wall_s"], out / "log.txt", args.upstream_epochs)
             metrics = score(truth, read_estimates(out, samples, "means", tool == "ours"),
                             read_estimates(out, samples, "q05", tool == "ours"))
             results.append({**row, **metrics})
             print(json.dumps(results[-1]), flush=True)
     table = pd.DataFrame(results)
-    upstream = table[table["tool"] == "upstream"].set_index("seed")["wall_s"]
+    upstream = table[table["tool"] == "upstream"].set_index("seed")["wall_s_default"]
     table["speed-up"] = [upstream.get(r.seed, float("nan")) / r.wall_s if r.tool != "upstream" else 1.0
                          for r in table.itertuples()]
     tag = f"{'-'.join(args.tools)}{args.label}_seeds{'-'.join(map(str, args.seeds))}" + (
         f"_epochs{args.epochs}" if args.epochs else "")
     (data / f"results_{tag}.json").write_text(table.to_json(orient="records", indent=2))
-    print(f"\nDataset {name} (spots x genes x types), N = {n_cells}, threads = {args.threads}\n")
-    columns = ["tool", "seed", "epochs", "reused", "wall_s", "speed-up", "peak_rss_mib", *metrics]
+    print(f"\nDataset {name} (spots x genes x types), N = {n_cells}, threads = {args.threads}, "
+          f"device = {args.device}\n")
+    if args.upstream_epochs != UPSTREAM_DEFAULT_EPOCHS and "upstream" in args.tools:
+        print(f"Upstream ran {args.upstream_epochs} epochs; wall_s_default extrapolates its wall time to its "
+              f"default {UPSTREAM_DEFAULT_EPOCHS} (start-up and export as measured, training per epoch as measured); "
+              "speed-up is against that.\n")
+    gpu = ["peak_gpu_mib"] if "peak_gpu_mib" in table else []
+    columns = ["tool", "seed", "epochs", "reused", "wall_s", "wall_s_default", "speed-up", "peak_rss_mib", *gpu,
+               *metrics]
     print(markdown_table(table[columns]))
+
+
+def upstream_wall_at_default(wall_s: float, log: Path, epochs: int) -> float:
+    """Upstream's wall time at its default epochs: measured when it ran them, else extrapolated.
+
+    The extrapolation keeps the measured start-up and export (wall time minus the training time that
+    upstream_map.py prints) and scales the training time by ``UPSTREAM_DEFAULT_EPOCHS / epochs``.
+    """
+    if epochs == UPSTREAM_DEFAULT_EPOCHS:
+        return wall_s
+    found = re.search(r"upstream training: ([0-9.]+) s", log.read_text())
+    if found is None:
+        raise RuntimeError(f"{log} holds no 'upstream training: ... s' line to extrapolate from")
+    training = float(found.group(1))
+    return round(wall_s - training + training * UPSTREAM_DEFAULT_EPOCHS / epochs, 1)
 
 
 def _epochs_run(out: Path) -> int:
