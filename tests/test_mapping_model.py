@@ -253,7 +253,8 @@ def test_diverged_training_stops_with_a_clear_error_and_writes_nothing(inputs, t
 
 
 def test_fast_schedule_on_minibatches_is_recorded_in_the_summary(inputs, tmp_path):
-    """--batch-size below the number of locations switches 'fast' to its minibatch learning rate and epochs."""
+    """--batch-size below the number of locations switches 'fast' to its minibatch learning rate, epochs and
+    NMF warm start."""
     from cell2location_nf.stages.mapping import FAST_MINIBATCH, minibatch_lr
 
     _, paths, signatures, adata, _ = inputs
@@ -265,3 +266,4 @@ def test_fast_schedule_on_minibatches_is_recorded_in_the_summary(inputs, tmp_pat
     assert summary["schedule"] == "fast-minibatch" and summary["batch_size"] == adata.n_obs // 3
     assert (summary["epochs"], summary["lr"], summary["lr_final"]) == (
         FAST_MINIBATCH["max_epochs"], *minibatch_lr(adata.n_obs, adata.n_obs // 3))
+    assert summary["warm_start"] is True

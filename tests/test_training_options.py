@@ -1,4 +1,4 @@
-"""Training options for faster mapping (off by default): NMF warm start, learning-rate decay, plateau stop."""
+"""Training options for faster mapping: NMF warm start, learning-rate decay, plateau stop, presets."""
 
 from __future__ import annotations
 
@@ -19,14 +19,35 @@ def test_poisson_nmf_recovers_abundances_and_the_expected_counts():
     detection = torch.full((200, 1), 0.5)
     n_cells = w_true.sum(dim=1, keepdim=True).mean().expand(200, 1)  # N = the true mean total
     x = sp.csr_matrix(((w_true @ (signatures * m_true)) * detection).numpy())  # noiseless expected counts
-    for chunk in (1000, 64):  # in memory, and streamed over chunks of locations
-        w, m = poisson_nmf(x, signatures, detection, n_cells, n_iter=2000, chunk=chunk)
-        assert np.corrcoef(w.numpy().ravel(), w_true.numpy().ravel())[0, 1] > 0.99
-        # m_g alone is not identifiable where genes are type-specific (it trades off against per-type
-        # scales); the fitted expected counts are
-        fitted = ((w @ (signatures * m)) * detection).numpy()
-        assert np.corrcoef(fitted.ravel(), x.toarray().ravel())[0, 1] > 0.999
-        torch.testing.assert_close(w.sum(dim=1).mean(), n_cells.mean(), rtol=1e-4, atol=0)
+    w, m = poisson_nmf(x, signatures, detection, n_cells, n_iter=2000)
+    assert np.corrcoef(w.numpy().ravel(), w_true.numpy().ravel())[0, 1] > 0.99
+    # m_g alone is not identifiable where genes are type-specific (it trades off against per-type
+    # scales); the fitted expected counts are
+    fitted = ((w @ (signatures * m)) * detection).numpy()
+    assert np.corrcoef(fitted.ravel(), x.toarray().ravel())[0, 1] > 0.999
+    torch.testing.assert_close(w.sum(dim=1).mean(), n_cells.mean(), rtol=1e-4, atol=0)
+
+
+def test_poisson_nmf_on_sparse_counts_follows_the_dense_updates():
+    """The sparse iteration computes x / mean only at non-zeros; on mostly-zero counts it must give the
+    same abundances as the plain dense Lee & Seung updates."""
+    rng = np.random.default_rng(1)
+    signatures = torch.as_tensor(rng.gamma(0.5, 1.0, size=(5, 120)), dtype=torch.float32)
+    detection = torch.as_tensor(rng.gamma(20.0, 1 / 20, size=(80, 1)), dtype=torch.float32)
+    n_cells = torch.full((80, 1), 3.0)
+    counts = rng.poisson(0.05, size=(80, 120)).astype(np.float32)
+    assert 0.9 < (counts == 0).mean() < 0.99
+    x = torch.as_tensor(counts)
+    w, m = n_cells.expand(-1, 5) / 5, torch.ones(1, 120)
+    for _ in range(50):  # the updates written out densely
+        gm = signatures * m
+        w = (w * ((x / ((w @ gm) * detection + 1e-8)) @ gm.T) / (gm.sum(dim=1) * detection)).clamp_min(1e-3)
+        m = (x.sum(dim=0) / ((detection * w).sum(dim=0) @ signatures)).clamp_min(1e-3).unsqueeze(0)
+        scale = w.sum(dim=1).mean() / n_cells.mean()
+        w, m = w / scale, m * scale
+    w_sparse, m_sparse = poisson_nmf(sp.csr_matrix(counts), signatures, detection, n_cells, n_iter=50)
+    torch.testing.assert_close(w_sparse, w, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(m_sparse, m, rtol=1e-4, atol=1e-5)
 
 
 def test_plateau_rule():
@@ -83,9 +104,14 @@ def test_fast_schedule_on_minibatches_lowers_its_learning_rate_with_the_steps_pe
     assert ten_steps.lr == pytest.approx(0.023, abs=5e-4) and forty_steps.lr == pytest.approx(0.01)
     assert forty_steps.lr_final == pytest.approx(forty_steps.lr / 10)
     assert minibatch_lr(10000, 5000)[0] == SCHEDULES["fast"]["lr"]  # never above the full-batch rate
+    # minibatches start from the NMF warm start (few steps per location); full batch from the prior mean
+    assert four_steps.warm_start and forty_steps.warm_start
+    assert not settings_for_schedule("fast", n_obs=20000).warm_start
+    assert not settings_for_schedule("fast", n_obs=20000, batch_size=500, warm_start=False).warm_start
     # explicit options win; a lower initial learning rate lowers the whole decay
     lowered = settings_for_schedule("fast", n_obs=20000, batch_size=5000, lr=0.004)
     assert lowered.lr == 0.004 and lowered.lr_final == pytest.approx(four_steps.lr_final / 10)
     # a batch holding every location is full-batch training; the upstream preset is never changed
     assert settings_for_schedule("fast", n_obs=4000, batch_size=5000).schedule == "fast"
-    assert settings_for_schedule("upstream", n_obs=20000, batch_size=500).lr == SCHEDULES["upstream"]["lr"]
+    upstream = settings_for_schedule("upstream", n_obs=20000, batch_size=500)
+    assert upstream.lr == SCHEDULES["upstream"]["lr"] and not upstream.warm_start

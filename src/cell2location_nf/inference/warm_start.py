@@ -6,39 +6,52 @@ alternating multiplicative (Lee & Seung) updates of the abundances w and the per
 fixed after every iteration so that the mean total abundance equals the mean expected number of cells
 N, as in the model's prior (without this, w and m drift apart in opposite directions). Used to start
 the mapping guide near the data instead of at the prior mean.
+
+The update of w needs the ratio x / mean only where x is non-zero, so each iteration works on the sparse
+counts (a sampled matrix product for the means at the non-zeros, a sparse-dense product for the update):
+its cost grows with the non-zeros × cell types, which keeps it cheap on sparse Visium HD bins.
 """
 
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
 import scipy.sparse as sp
 import torch
 
 
+def _csr_tensor(x: sp.csr_matrix, device: torch.device) -> torch.Tensor:
+    x = sp.csr_matrix(x, dtype=np.float32)
+    x.sum_duplicates()
+    return torch.sparse_csr_tensor(torch.as_tensor(x.indptr, dtype=torch.int64),
+                                   torch.as_tensor(x.indices, dtype=torch.int64), torch.as_tensor(x.data),
+                                   size=x.shape, device=device)
+
+
 def poisson_nmf(x: sp.csr_matrix, signatures: torch.Tensor, detection: torch.Tensor, n_cells: torch.Tensor,
-                n_iter: int = 300, chunk: int = 20000, floor: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+                n_iter: int = 300, floor: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
     """Abundances w (S x F) and gene scales m (1 x G); x is CSR, the rest tensors on one device.
 
-    Locations are processed in chunks, so memory grows with the chunk, not with all locations x genes.
+    ``detection`` and ``n_cells`` are (S, 1). Memory grows with the non-zeros of x, not with S x G.
     """
     device = signatures.device
-    n_obs, n_factors = x.shape[0], signatures.shape[0]
-    w = (n_cells / n_factors).expand(-1, n_factors).clone()
-    m = torch.ones(1, signatures.shape[1], device=device)
-    chunks = [slice(s, s + chunk) for s in range(0, n_obs, chunk)]
-    dense = [torch.as_tensor(x[c].toarray(), device=device) for c in chunks] if len(chunks) == 1 else None
-    totals = torch.as_tensor(x.sum(axis=0).A1, device=device, dtype=torch.float32)
-
-    def counts(i: int) -> torch.Tensor:
-        return dense[i] if dense is not None else torch.as_tensor(x[chunks[i]].toarray(), device=device)
-
-    for _ in range(n_iter):
-        gm = signatures * m
-        expected = torch.zeros_like(totals)
-        for i, c in enumerate(chunks):
-            mu = (w[c] @ gm) * detection[c] + 1e-8
-            w[c] = (w[c] * ((counts(i) / mu) @ gm.T) / (gm.sum(dim=1) * detection[c])).clamp_min(floor)
-            expected += ((w[c] @ signatures) * detection[c]).sum(dim=0)
-        m = (totals / expected.clamp_min(1e-8)).clamp_min(floor).unsqueeze(0)
-        scale = w.sum(dim=1).mean() / n_cells.mean()
-        w, m = w / scale, m * scale
+    with warnings.catch_warnings():  # torch flags sparse CSR support as beta on every construction
+        warnings.simplefilter("ignore", UserWarning)
+        counts = _csr_tensor(x, device)
+        n_factors = signatures.shape[0]
+        w = (n_cells / n_factors).expand(-1, n_factors).clone()
+        m = torch.ones(1, signatures.shape[1], device=device)
+        totals = torch.as_tensor(np.asarray(x.sum(axis=0)).ravel(), device=device, dtype=torch.float32)
+        observed = counts.values()
+        for _ in range(n_iter):
+            gm = signatures * m
+            mean = torch.sparse.sampled_addmm(counts, w * detection, gm, beta=0.0).values() + 1e-8
+            ratio = torch.sparse_csr_tensor(counts.crow_indices(), counts.col_indices(), observed / mean,
+                                            size=counts.shape)
+            w = (w * (ratio @ gm.T) / (gm.sum(dim=1) * detection)).clamp_min(floor)
+            expected = (detection * w).sum(dim=0) @ signatures  # Σ_s y_s Σ_f w_sf g_fg per gene
+            m = (totals / expected.clamp_min(1e-8)).clamp_min(floor).unsqueeze(0)
+            scale = w.sum(dim=1).mean() / n_cells.mean()
+            w, m = w / scale, m * scale
     return w, m
