@@ -22,20 +22,20 @@ import torch
 
 
 def _csr_tensor(x: sp.csr_matrix, device: torch.device) -> torch.Tensor:
-    x = sp.csr_matrix(x, dtype=np.float32)
-    x.sum_duplicates()
+    x.sum_duplicates()  # sorted column indices, as torch's sparse CSR kernels expect
     return torch.sparse_csr_tensor(torch.as_tensor(x.indptr, dtype=torch.int64),
                                    torch.as_tensor(x.indices, dtype=torch.int64), torch.as_tensor(x.data),
                                    size=x.shape, device=device)
 
 
-def poisson_nmf(x: sp.csr_matrix, signatures: torch.Tensor, detection: torch.Tensor, n_cells: torch.Tensor,
+def poisson_nmf(x: sp.spmatrix | np.ndarray, signatures: torch.Tensor, detection: torch.Tensor, n_cells: torch.Tensor,
                 n_iter: int = 300, floor: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
-    """Abundances w (S x F) and gene scales m (1 x G); x is CSR, the rest tensors on one device.
+    """Abundances w (S x F) and gene scales m (1 x G); x are the counts, the rest tensors on one device.
 
     ``detection`` and ``n_cells`` are (S, 1). Memory grows with the non-zeros of x, not with S x G.
     """
     device = signatures.device
+    x = sp.csr_matrix(x, dtype=np.float32)
     with warnings.catch_warnings():  # torch flags sparse CSR support as beta on every construction
         warnings.simplefilter("ignore", UserWarning)
         counts = _csr_tensor(x, device)

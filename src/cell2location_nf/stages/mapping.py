@@ -224,7 +224,7 @@ def build_model(adata: ad.AnnData, signatures: pd.DataFrame, settings: MappingSe
 
 def warm_start_abundance(init: dict[str, torch.Tensor], x, model: MappingModel) -> None:
     """Start w_sf and m_g from Poisson NMF with fixed signatures (n_s and z_sr set to match)."""
-    w, m = poisson_nmf(sp.csr_matrix(x, dtype=np.float32), model.cell_state, init["detection_y_s"], model.n_cells)
+    w, m = poisson_nmf(x, model.cell_state, init["detection_y_s"], model.n_cells)
     init["w_sf"], init["m_g"] = w, m
     init["n_s_cells_per_location"] = w.sum(dim=1, keepdim=True).clamp_min(1e-2)
     init["z_sr_groups_factors"] = (init["n_s_cells_per_location"] / model.hyper.n_groups).expand_as(
