@@ -10,7 +10,7 @@ from pyro import poutine
 
 from cell2location_nf.models.elbo_terms import lognormal_draws
 from cell2location_nf.models.guide import MeanFieldGuide
-from cell2location_nf.models.reference import ReferenceDesign, ReferenceModel
+from cell2location_nf.models.reference import ReferenceDesign, ReferenceModel, cell_groups
 from cell2location_nf.models.reference_elbo import RowNonzeros, negative_elbo, nonzero_terms
 
 
@@ -78,18 +78,52 @@ def test_minibatch_nonzeros_from_csr_give_the_same_objective():
     torch.testing.assert_close(nonzero_terms(cols, values, alpha), direct)
 
 
-def test_compiled_reference_objective_equals_eager():
-    """torch.compile fuses the prior terms and the dense pass; value and gradients must match eager execution."""
+@pytest.mark.parametrize("covariates", [False, True])
+def test_objective_summed_per_design_group_equals_the_per_cell_sum(covariates):
+    """Cells sharing label, batch and covariates share μ, so the grouped likelihood is the same objective:
+    value and every gradient, on a shuffled minibatch that includes counts above the shared-value range."""
+    model, guide, args = _problem(covariates, seed=6)
+    x_all = args[0].clone()
+    x_all[3, :3] = torch.tensor([70.0, 64.0, 500.0])
+    groups = cell_groups(model.design)
+    assert groups.n_groups < x_all.shape[0]
+    labels, batches, cov = args[1:4]
+    first = {int(g): c for c, g in reversed(list(enumerate(groups.group)))}
+    for g, c in first.items():  # each group's codes are those of its cells
+        assert (groups.labels[g], groups.batches[g]) == (labels[c], batches[c])
+        assert list(groups.covariates[g]) == list(cov[c])
+    idx = torch.tensor([7, 3, 30, 11, 0, 25, 19, 12, 38])
+    batch = (x_all[idx], labels[idx], batches[idx], cov[idx], idx)
+    noise = {name: torch.randn_like(guide.locs[name]) for name in guide.site_names}
+    results = []
+    csr = sp.csr_matrix(x_all.numpy())
+    for nonzeros in (RowNonzeros(csr), RowNonzeros(csr, groups=groups)):
+        guide.zero_grad()
+        value = negative_elbo(model, guide, *batch, noise=noise, nonzeros=nonzeros)
+        value.backward()
+        results.append((value.detach(), {k: v.grad.clone() for k, v in guide.named_parameters()}))
+    (per_cell, per_cell_grads), (grouped, grouped_grads) = results
+    torch.testing.assert_close(grouped, per_cell, rtol=1e-6, atol=1e-2)
+    for name, grad in per_cell_grads.items():
+        torch.testing.assert_close(grouped_grads[name], grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_compiled_reference_objective_equals_eager(grouped):
+    """torch.compile fuses the prior terms and the dense pass (per cell or per design group); value and
+    gradients must match eager execution."""
     from cell2location_nf.models import reference_elbo
 
     model, guide, args = _problem(covariates=True, seed=5)
+    nonzeros = RowNonzeros(sp.csr_matrix(args[0].numpy()), groups=cell_groups(model.design)) if grouped else None
     noise = {name: torch.randn_like(guide.locs[name]) for name in guide.site_names}
-    eager = negative_elbo(model, guide, *args, noise=noise)
+    eager = negative_elbo(model, guide, *args, noise=noise, nonzeros=nonzeros)
     eager.backward()
     eager_grads = {k: v.grad.clone() for k, v in guide.named_parameters()}
     guide.zero_grad()
-    compiled = negative_elbo(model, guide, *args, noise=noise, use_compile=True)
-    if reference_elbo._dense_terms.failed or reference_elbo._site_terms.failed:
+    compiled = negative_elbo(model, guide, *args, noise=noise, use_compile=True, nonzeros=nonzeros)
+    dense = reference_elbo._grouped_dense_terms if grouped else reference_elbo._dense_terms
+    if dense.failed or reference_elbo._site_terms.failed:
         pytest.skip("torch.compile is not available on this machine")
     compiled.backward()
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-2)

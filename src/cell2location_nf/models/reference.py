@@ -133,6 +133,27 @@ def expected_mean(g_fg, s_eg, y_e, t_tg, labels, batches, covariates) -> torch.T
     return mu
 
 
+@dataclass
+class CellGroups:
+    """Cells that share label, batch and covariate codes share μ: ``group`` of each cell, and each group's codes."""
+
+    group: np.ndarray  # (C,) int64 in 0..K-1
+    labels: np.ndarray  # (K,)
+    batches: np.ndarray  # (K,)
+    covariates: np.ndarray  # (K, n covariate columns)
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.labels)
+
+
+def cell_groups(design: ReferenceDesign) -> CellGroups:
+    """Group the cells by their full design row (label, batch, covariate codes)."""
+    rows = np.column_stack([design.labels, design.batches, design.covariates]).astype(np.int64)
+    codes, group = np.unique(rows, axis=0, return_inverse=True)
+    return CellGroups(group.ravel().astype(np.int64), codes[:, 0], codes[:, 1], codes[:, 2:])
+
+
 def cluster_averages(x, labels: np.ndarray, n_factors: int) -> np.ndarray:
     """Mean count of each gene over the cells of each label (F x G), in label-code order."""
     import scipy.sparse as sp

@@ -7,6 +7,11 @@ only (and lgamma(α_g) once per gene); the μ-dependent rest is plain elementwis
 
     log NB(x | μ, α) = lgamma(x + α) − lgamma(α) − log x! + α log α − (α + x) log(α + μ) + x log μ
 
+The μ-dependent rest depends on a cell only through its design row (label, batch, covariates), so when a
+minibatch has more cells than there are distinct design rows it is summed per row group instead: with n_k
+cells and count sums X_kg in group k, Σ_c (α + x_cg) log(α + μ_cg) = Σ_k (n_k α + X_kg) log(α + μ_kg), and
+likewise for x log μ. That is the same objective, exactly, at groups x genes instead of cells x genes.
+
 ``tests/test_reference_elbo.py`` checks value and gradients against pyro's model and guide log-densities.
 """
 
@@ -18,7 +23,7 @@ import torch
 from ..inference.compile import CompiledOrEager
 from .elbo_terms import ambient_and_overdispersion_logp, gamma_logp, lognormal_draws
 from .guide import MeanFieldGuide
-from .reference import ReferenceModel, ReferencePriors, expected_mean
+from .reference import CellGroups, ReferenceModel, ReferencePriors, expected_mean
 
 
 def draw_noise(guide: MeanFieldGuide) -> dict[str, torch.Tensor]:
@@ -48,6 +53,13 @@ def dense_terms(x, g_fg, s_eg, y_e, t_tg, labels, batches, covariates, alpha) ->
             + (x * torch.log(mu)).sum())
 
 
+def grouped_dense_terms(n_k, x_kg, g_fg, s_eg, y_e, t_tg, labels_k, batches_k, covariates_k, alpha) -> torch.Tensor:
+    """:func:`dense_terms` from per-group cell numbers ``n_k`` (K,) and count sums ``x_kg`` (K x genes)."""
+    mu = expected_mean(g_fg, s_eg, y_e, t_tg, labels_k, batches_k, covariates_k)
+    return (n_k.sum() * (alpha * torch.log(alpha)).sum() - ((n_k[:, None] * alpha + x_kg) * torch.log(alpha + mu)).sum()
+            + (x_kg * torch.log(mu)).sum())
+
+
 SHARED_VALUES = 64  # counts below this share one lgamma/digamma per (gene, value)
 
 
@@ -73,49 +85,81 @@ def nonzero_terms(genes: torch.Tensor, values: torch.Tensor, alpha_g: torch.Tens
 
 
 class RowNonzeros:
-    """The non-zero counts of a cells x genes matrix, split once into small counts, stored as a
-    (gene, value) key, and the few large ones: a minibatch's non-zeros are then gathers, with no scan of
-    the dense rows and no mask per step. ``log_factorial`` holds Σ log x! per cell."""
+    """The non-zero counts of a cells x genes matrix, laid out once so that a minibatch's are plain gathers
+    (``index_select``; no scan of dense rows, no mask per step). Each non-zero holds its (gene, value) key,
+    int32, for the multiplicities of :func:`_grouped_terms`; counts of ``SHARED_VALUES`` or more get the
+    key of value 0, a bin no term reads, and are kept apart (few) to be evaluated one by one.
+    ``log_factorial`` holds Σ log x! per cell.
 
-    def __init__(self, x, device: torch.device | str = "cpu"):
+    With ``groups`` (the cells' design-row groups) each non-zero also holds its (group, gene) key and value,
+    so :meth:`group_sums` gives a minibatch's cells and counts per group for :func:`grouped_dense_terms`.
+    """
+
+    def __init__(self, x, device: torch.device | str = "cpu", groups: CellGroups | None = None):
         import scipy.sparse as sp
 
         csr = sp.csr_matrix(x, dtype=np.float32)
         csr.eliminate_zeros()
         small = csr.data < SHARED_VALUES
+        genes = csr.indices.astype(np.int64)
         self.n_genes = csr.shape[1]
-        self.small = self._store(csr, small, csr.indices.astype(np.int64) * SHARED_VALUES + csr.data.astype(np.int64),
-                                 device)
-        self.large_genes = self._store(csr, ~small, csr.indices.astype(np.int64), device)
-        self.large_values = self._store(csr, ~small, csr.data, device)
+        self.indptr = torch.as_tensor(csr.indptr.astype(np.int64), device=device)
+        keys = genes * SHARED_VALUES + np.where(small, csr.data, 0).astype(np.int64)
+        self.keys = torch.as_tensor(keys.astype(np.int32), device=device)
+        rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
+        large_indptr = np.concatenate([[0], np.cumsum(np.bincount(rows[~small], minlength=csr.shape[0]))])
+        self.large_indptr = torch.as_tensor(large_indptr, device=device)
+        self.large_genes = torch.as_tensor(genes[~small], device=device)
+        self.large_values = torch.as_tensor(csr.data[~small], device=device)
         log_x = sp.csr_matrix((torch.lgamma(torch.as_tensor(csr.data) + 1).numpy(), csr.indices, csr.indptr),
                               shape=csr.shape)
         self.log_factorial = torch.as_tensor(np.asarray(log_x.sum(axis=1), dtype=np.float32).ravel(), device=device)
+        self.groups = groups
+        if groups is not None:
+            group_keys = groups.group[rows] * self.n_genes + genes
+            fits = groups.n_groups * self.n_genes < np.iinfo(np.int32).max
+            self.group_keys = torch.as_tensor(group_keys.astype(np.int32) if fits else group_keys, device=device)
+            self.values = torch.as_tensor(csr.data, device=device)
+            self.group_of_cell = torch.as_tensor(groups.group, device=device)
+            self.group_codes = tuple(torch.as_tensor(c, device=device)
+                                     for c in (groups.labels, groups.batches, groups.covariates))
 
     @staticmethod
-    def _store(csr, keep: np.ndarray, values: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))[keep]
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=csr.shape[0]))])
-        return torch.as_tensor(indptr, device=device), torch.as_tensor(values[keep], device=device)
+    def _positions(indptr: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Where rows ``idx``'s entries lie, row after row, in arrays laid out by ``indptr``."""
+        starts = indptr.index_select(0, idx)
+        lengths = indptr.index_select(0, idx + 1) - starts
+        shifts = starts - (torch.cumsum(lengths, 0) - lengths)  # position minus place in the minibatch
+        return torch.repeat_interleave(shifts, lengths) + torch.arange(int(lengths.sum()), device=idx.device)
 
-    @staticmethod
-    def _gather(store: tuple[torch.Tensor, torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
-        indptr, values = store
-        starts, lengths = indptr[idx], indptr[idx + 1] - indptr[idx]
-        offsets = torch.cumsum(lengths, 0) - lengths
-        within = torch.arange(int(lengths.sum()), device=idx.device) - torch.repeat_interleave(offsets, lengths)
-        return values[torch.repeat_interleave(starts, lengths) + within]
+    def gather(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Positions of rows ``idx``'s non-zeros, their (gene, value) keys, and their large counts."""
+        positions = self._positions(self.indptr, idx)
+        large = self._positions(self.large_indptr, idx)
+        return {"positions": positions, "keys": self.keys.index_select(0, positions),
+                "large_genes": self.large_genes.index_select(0, large),
+                "large_values": self.large_values.index_select(0, large)}
 
-    def terms(self, idx: torch.Tensor, alpha_g: torch.Tensor) -> torch.Tensor:
-        """:func:`nonzero_terms` of rows ``idx``."""
-        multiplicity = torch.bincount(self._gather(self.small, idx), minlength=self.n_genes * SHARED_VALUES)
-        genes, values = self._gather(self.large_genes, idx), self._gather(self.large_values, idx)
-        return (_grouped_terms(multiplicity.reshape(self.n_genes, SHARED_VALUES), genes, values, alpha_g)
-                - self.log_factorial[idx].sum())
+    def terms(self, idx: torch.Tensor, alpha_g: torch.Tensor, rows: dict | None = None) -> torch.Tensor:
+        """:func:`nonzero_terms` of rows ``idx`` (``rows``: their :meth:`gather`, if done already)."""
+        rows = rows if rows is not None else self.gather(idx)
+        multiplicity = torch.bincount(rows["keys"], minlength=self.n_genes * SHARED_VALUES)
+        return (_grouped_terms(multiplicity.reshape(self.n_genes, SHARED_VALUES), rows["large_genes"],
+                               rows["large_values"], alpha_g) - self.log_factorial.index_select(0, idx).sum())
+
+    def group_sums(self, idx: torch.Tensor, rows: dict, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cells (K,) and count sums (K x genes) per design-row group among rows ``idx``."""
+        n_groups = self.groups.n_groups
+        sums = torch.bincount(self.group_keys.index_select(0, rows["positions"]),
+                              weights=self.values.index_select(0, rows["positions"]),
+                              minlength=n_groups * self.n_genes)
+        cells = torch.bincount(self.group_of_cell.index_select(0, idx), minlength=n_groups)
+        return cells.to(dtype), sums.to(dtype).reshape(n_groups, self.n_genes)
 
 
 _site_terms = CompiledOrEager(site_terms, "the reference prior terms")
 _dense_terms = CompiledOrEager(dense_terms, "the reference likelihood pass")
+_grouped_dense_terms = CompiledOrEager(grouped_dense_terms, "the grouped reference likelihood pass")
 
 
 def negative_elbo(model: ReferenceModel, guide: MeanFieldGuide, x: torch.Tensor, labels: torch.Tensor,
@@ -124,17 +168,24 @@ def negative_elbo(model: ReferenceModel, guide: MeanFieldGuide, x: torch.Tensor,
                   nonzeros: RowNonzeros | None = None) -> torch.Tensor:
     """−ELBO estimate (likelihood scaled to all cells) for one minibatch of cells; the arguments of the
     pyro model, so it drops in as ``run_svi``'s ``loss_fn``. ``nonzeros`` of all cells saves a scan of
-    ``x`` per step."""
+    ``x`` per step; with groups it also replaces the per-cell pass, and ``x`` is not read."""
     noise = noise if noise is not None else draw_noise(guide)
     z, prior_and_entropy = _site_terms(use_compile, dict(guide.locs), dict(guide.raw_scales), noise, model._one,
                                        model.priors, model.n_tech)
     alpha = 1 / z["alpha_g_inverse"].pow(2)  # (1, G)
+    t_tg = z.get("detection_tech_gene_tg")
     if nonzeros is not None:
-        special = nonzeros.terms(idx, alpha[0])
+        rows = nonzeros.gather(idx)
+        special = nonzeros.terms(idx, alpha[0], rows)
     else:
-        rows, cols = torch.nonzero(x, as_tuple=True)
-        special = nonzero_terms(cols, x[rows, cols], alpha[0])
-    dense = _dense_terms(use_compile, x, z["per_cluster_mu_fg"], z["s_g_gene_add"], z["detection_mean_y_e"],
-                         z.get("detection_tech_gene_tg"), labels, batches, covariates, alpha)
+        r, c = torch.nonzero(x, as_tuple=True)
+        special = nonzero_terms(c, x[r, c], alpha[0])
+    if nonzeros is not None and nonzeros.groups is not None:
+        n_k, x_kg = nonzeros.group_sums(idx, rows, alpha.dtype)
+        dense = _grouped_dense_terms(use_compile, n_k, x_kg, z["per_cluster_mu_fg"], z["s_g_gene_add"],
+                                     z["detection_mean_y_e"], t_tg, *nonzeros.group_codes, alpha)
+    else:
+        dense = _dense_terms(use_compile, x, z["per_cluster_mu_fg"], z["s_g_gene_add"], z["detection_mean_y_e"],
+                             t_tg, labels, batches, covariates, alpha)
     likelihood = dense + special
-    return -(prior_and_entropy + model.n_obs / x.shape[0] * likelihood)
+    return -(prior_and_entropy + model.n_obs / idx.shape[0] * likelihood)

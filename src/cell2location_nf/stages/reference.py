@@ -29,6 +29,7 @@ from ..models.reference import (
     MODEL_NAME,
     ReferenceDesign,
     ReferenceModel,
+    cell_groups,
     cluster_averages,
     expected_mean,
     max_epochs_heuristic,
@@ -77,6 +78,7 @@ class _CellBatches:
     def __init__(self, x, design: ReferenceDesign, batch_size: int | None, device: torch.device, seed: int):
         self.n_obs = x.shape[0]
         self.device = device
+        self.with_rows = True  # False: the objective reads no count rows (grouped), so none are gathered
         self.dense = x.shape[0] * x.shape[1] <= DENSE_LIMIT
         self.x = torch.as_tensor(x.toarray() if sp.issparse(x) else np.asarray(x), dtype=torch.float32,
                                  device=device) if self.dense else sp.csr_matrix(x, dtype=np.float32)
@@ -87,6 +89,8 @@ class _CellBatches:
         self.generator = torch.Generator().manual_seed(seed)
 
     def rows(self, idx: torch.Tensor) -> torch.Tensor:
+        if not self.with_rows:
+            return torch.empty((len(idx), 0), device=self.device)
         if self.dense:
             return self.x[idx]
         return torch.as_tensor(self.x[idx.cpu().numpy()].toarray(), device=self.device)
@@ -107,17 +111,27 @@ class _CellBatches:
 COMPILE_WORK = 5e9  # cells x genes x epochs above which compiling (seconds, once) pays off
 
 
-def loss_function(settings: ReferenceSettings, x, n_epochs: int, device: torch.device):
-    """The training objective: the fused torch −ELBO (compiled on long runs) or pyro's Trace_ELBO."""
+def loss_function(settings: ReferenceSettings, x, design: ReferenceDesign, n_epochs: int, device: torch.device):
+    """The training objective: the fused torch −ELBO (compiled on long runs) or pyro's Trace_ELBO.
+
+    Returns it and whether it reads the minibatch's count rows (the fused one sums per design-row group
+    instead when a minibatch has more cells than there are groups).
+    """
     if settings.elbo == "pyro":
-        return Trace_ELBO().differentiable_loss
+        return Trace_ELBO().differentiable_loss, True
     if settings.elbo != "fused":
         raise ValueError(f"elbo must be 'fused' or 'pyro', got {settings.elbo!r}")
     work = x.shape[0] * x.shape[1] * n_epochs
     compiled = settings.compile if settings.compile is not None else work >= COMPILE_WORK
     if compiled:
         log.info("Compiling the reference objective with torch.compile (once; cached for later runs)")
-    return partial(negative_elbo, use_compile=compiled, nonzeros=RowNonzeros(x, device))
+    groups = cell_groups(design)
+    cells_per_step = min(settings.batch_size or x.shape[0], x.shape[0])
+    grouped = groups.n_groups < cells_per_step
+    log.info("Likelihood summed over %s (%d design-row groups, %d cells per step)",
+             "design-row groups" if grouped else "cells", groups.n_groups, cells_per_step)
+    nonzeros = RowNonzeros(x, device, groups if grouped else None)
+    return partial(negative_elbo, use_compile=compiled, nonzeros=nonzeros), not grouped
 
 
 def _model(adata: ad.AnnData, design: ReferenceDesign, device: torch.device) -> ReferenceModel:
@@ -146,8 +160,9 @@ def train_reference(adata: ad.AnnData, labels_key: str, batch_key: str | None, c
     log.info("Reference model: %d cells x %d genes, %d cell types, %d batches, %d covariate levels; "
              "%d epochs, batch size %s, lr %g, device %s", adata.n_obs, adata.n_vars, design.n_factors,
              design.n_batches, design.n_covariate_levels, n_epochs, settings.batch_size, settings.lr, device)
+    loss_fn, data.with_rows = loss_function(settings, adata.X, design, n_epochs, device)
     history = run_svi(model, guide, data, n_epochs, settings.lr, settings.clip_norm, name="reference",
-                      loss_fn=loss_function(settings, adata.X, n_epochs, device), checkpoint=checkpoint)
+                      loss_fn=loss_fn, checkpoint=checkpoint)
     keys = {"labels_key": labels_key, "batch_key": batch_key or "", "categorical_covariate_keys": covariate_keys}
     return TrainedReference(adata, design, guide, keys, settings, history, str(device))
 
