@@ -101,24 +101,27 @@ class RowNonzeros:
         csr = sp.csr_matrix(x, dtype=np.float32)
         csr.eliminate_zeros()
         small = csr.data < SHARED_VALUES
-        genes = csr.indices.astype(np.int64)
+        genes = csr.indices.astype(np.int32, copy=False)  # int32 throughout: the layout is 4 bytes per array
         self.n_genes = csr.shape[1]
         self.indptr = torch.as_tensor(csr.indptr.astype(np.int64), device=device)
-        keys = genes * SHARED_VALUES + np.where(small, csr.data, 0).astype(np.int64)
-        self.keys = torch.as_tensor(keys.astype(np.int32), device=device)
-        rows = np.repeat(np.arange(csr.shape[0]), np.diff(csr.indptr))
+        self.keys = torch.as_tensor(genes * np.int32(SHARED_VALUES) + np.where(small, csr.data, 0).astype(np.int32),
+                                    device=device)
+        rows = np.repeat(np.arange(csr.shape[0], dtype=np.int32), np.diff(csr.indptr))
         large_indptr = np.concatenate([[0], np.cumsum(np.bincount(rows[~small], minlength=csr.shape[0]))])
         self.large_indptr = torch.as_tensor(large_indptr, device=device)
-        self.large_genes = torch.as_tensor(genes[~small], device=device)
+        self.large_genes = torch.as_tensor(genes[~small].astype(np.int64), device=device)
         self.large_values = torch.as_tensor(csr.data[~small], device=device)
         log_x = sp.csr_matrix((torch.lgamma(torch.as_tensor(csr.data) + 1).numpy(), csr.indices, csr.indptr),
                               shape=csr.shape)
         self.log_factorial = torch.as_tensor(np.asarray(log_x.sum(axis=1), dtype=np.float32).ravel(), device=device)
+        del log_x
         self.groups = groups
         if groups is not None:
-            group_keys = groups.group[rows] * self.n_genes + genes
-            fits = groups.n_groups * self.n_genes < np.iinfo(np.int32).max
-            self.group_keys = torch.as_tensor(group_keys.astype(np.int32) if fits else group_keys, device=device)
+            key_type = np.int32 if groups.n_groups * self.n_genes < np.iinfo(np.int32).max else np.int64
+            group_keys = groups.group.astype(key_type)[rows]
+            group_keys *= self.n_genes
+            group_keys += genes
+            self.group_keys = torch.as_tensor(group_keys, device=device)
             self.values = torch.as_tensor(csr.data, device=device)
             self.group_of_cell = torch.as_tensor(groups.group, device=device)
             self.group_codes = tuple(torch.as_tensor(c, device=device)
