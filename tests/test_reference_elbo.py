@@ -13,7 +13,7 @@ from cell2location_nf.models.guide import MeanFieldGuide
 from cell2location_nf.models.reference import ReferenceDesign, ReferenceModel, cell_groups
 from cell2location_nf.models.reference_elbo import RowNonzeros, negative_elbo, nonzero_terms
 
-from .objective_checks import assert_same_objective
+from .objective_checks import assert_same_objective, assert_same_results, value_and_gradients
 
 
 def _problem(covariates: bool, seed: int = 0, n_obs: int = 40, n_genes: int = 15, n_types: int = 3):
@@ -52,15 +52,9 @@ def test_reference_elbo_and_gradients_equal_pyro(covariates, subset):
         args = (*(a[idx] for a in args[:4]), idx)
     torch.manual_seed(1)
     noise = {name: torch.randn_like(guide.locs[name]) for name in guide.site_names}
-    ours = negative_elbo(model, guide, *args, noise=noise)
-    ours.backward()
-    grads = {k: v.grad.clone() for k, v in guide.named_parameters()}
-    guide.zero_grad()
-    theirs = _pyro_negative_elbo(model, guide, noise, args)
-    theirs.backward()
-    torch.testing.assert_close(ours, theirs, rtol=2e-5, atol=1e-2)
-    for name, param in guide.named_parameters():
-        torch.testing.assert_close(grads[name], param.grad, rtol=1e-3, atol=1e-3)
+    assert_same_objective(guide, lambda: _pyro_negative_elbo(model, guide, noise, args),
+                          lambda: negative_elbo(model, guide, *args, noise=noise),
+                          value_rtol=2e-5, grad_rtol=1e-3, grad_atol=1e-3)
 
 
 def test_minibatch_nonzeros_from_csr_give_the_same_objective():
@@ -101,7 +95,7 @@ def test_objective_summed_per_design_group_equals_the_per_cell_sum(covariates):
     per_cell, grouped = RowNonzeros(csr), RowNonzeros(csr, groups=groups)
     assert_same_objective(guide, lambda: negative_elbo(model, guide, *batch, noise=noise, nonzeros=per_cell),
                           lambda: negative_elbo(model, guide, *batch, noise=noise, nonzeros=grouped),
-                          value_rtol=1e-6, grad_tol=1e-4)
+                          value_rtol=1e-6, grad_rtol=1e-4, grad_atol=1e-4)
 
 
 @pytest.mark.parametrize("grouped", [False, True])
@@ -113,15 +107,10 @@ def test_compiled_reference_objective_equals_eager(grouped):
     model, guide, args = _problem(covariates=True, seed=5)
     nonzeros = RowNonzeros(sp.csr_matrix(args[0].numpy()), groups=cell_groups(model.design)) if grouped else None
     noise = {name: torch.randn_like(guide.locs[name]) for name in guide.site_names}
-    eager = negative_elbo(model, guide, *args, noise=noise, nonzeros=nonzeros)
-    eager.backward()
-    eager_grads = {k: v.grad.clone() for k, v in guide.named_parameters()}
-    guide.zero_grad()
-    compiled = negative_elbo(model, guide, *args, noise=noise, use_compile=True, nonzeros=nonzeros)
+    eager = value_and_gradients(guide, lambda: negative_elbo(model, guide, *args, noise=noise, nonzeros=nonzeros))
+    compiled = value_and_gradients(
+        guide, lambda: negative_elbo(model, guide, *args, noise=noise, use_compile=True, nonzeros=nonzeros))
     dense = reference_elbo._grouped_dense_terms if grouped else reference_elbo._dense_terms
     if dense.failed or reference_elbo._site_terms.failed:
         pytest.skip("torch.compile is not available on this machine")
-    compiled.backward()
-    torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-2)
-    for name, param in guide.named_parameters():
-        torch.testing.assert_close(param.grad, eager_grads[name], rtol=1e-4, atol=1e-3)
+    assert_same_results(eager, compiled, value_rtol=1e-5, grad_rtol=1e-4, grad_atol=1e-3)

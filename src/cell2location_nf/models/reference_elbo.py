@@ -143,9 +143,8 @@ class RowNonzeros:
                 "large_genes": self.large_genes.index_select(0, large),
                 "large_values": self.large_values.index_select(0, large)}
 
-    def terms(self, idx: torch.Tensor, alpha_g: torch.Tensor, rows: dict | None = None) -> torch.Tensor:
-        """:func:`nonzero_terms` of rows ``idx`` (``rows``: their :meth:`gather`, if done already)."""
-        rows = rows if rows is not None else self.gather(idx)
+    def terms(self, idx: torch.Tensor, rows: dict, alpha_g: torch.Tensor) -> torch.Tensor:
+        """:func:`nonzero_terms` of rows ``idx``, from their :meth:`gather` ``rows``."""
         multiplicity = torch.bincount(rows["keys"], minlength=self.n_genes * SHARED_VALUES)
         return (_grouped_terms(multiplicity.reshape(self.n_genes, SHARED_VALUES), rows["large_genes"],
                                rows["large_values"], alpha_g) - self.log_factorial.index_select(0, idx).sum())
@@ -179,7 +178,7 @@ def negative_elbo(model: ReferenceModel, guide: MeanFieldGuide, x: torch.Tensor,
     t_tg = z.get("detection_tech_gene_tg")
     if nonzeros is not None:
         rows = nonzeros.gather(idx)
-        special = nonzeros.terms(idx, alpha[0], rows)
+        special = nonzeros.terms(idx, rows, alpha[0])
     else:
         r, c = torch.nonzero(x, as_tuple=True)
         special = nonzero_terms(c, x[r, c], alpha[0])
