@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pyro
 import pytest
+import scipy.sparse as sp
 import torch
 from click.testing import CliRunner
 from pyro import poutine
@@ -119,6 +120,50 @@ def test_same_seed_same_results(prepared_reference, short_run, tmp_path):
     a = export_reference(short_run, tmp_path / "a", num_samples=30)
     b = export_reference(again, tmp_path / "b", num_samples=30)
     assert a["signatures"].read_text() == b["signatures"].read_text()
+
+
+def test_grouped_training_keeps_no_copy_of_the_counts(prepared_reference, short_run, monkeypatch):
+    """The grouped objective reads no count rows, so the batches hold no copy of them; training is the same
+    as with the copy kept (the rows forced on), down to the last bit."""
+    from cell2location_nf.stages import reference as stage
+
+    built = []
+
+    class RecordedBatches(stage._CellBatches):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(stage, "_CellBatches", RecordedBatches)
+    settings = ReferenceSettings(max_epochs=20, batch_size=500, seed=7)
+    grouped = train_reference(prepared_reference, "cell_type", "batch", ["chemistry"], settings)
+    assert not built[-1].with_rows and built[-1].x is None
+    rows, *_ = next(built[-1](0))
+    assert rows.shape == (500, 0)
+
+    objective = stage.loss_function
+    monkeypatch.setattr(stage, "loss_function", lambda *args: (objective(*args)[0], True))
+    with_copy = train_reference(prepared_reference, "cell_type", "batch", ["chemistry"], settings)
+    assert built[-1].with_rows and built[-1].x is not None
+    for name, value in with_copy.guide.state_dict().items():
+        torch.testing.assert_close(grouped.guide.state_dict()[name], value, rtol=0, atol=0)
+    assert grouped.history.elbo_train == with_copy.history.elbo_train == short_run.history.elbo_train
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_example_rows_come_from_the_source_matrix(sparse):
+    """The guide's example rows are read from the counts whether or not minibatches gather rows."""
+    from cell2location_nf.stages.reference import _CellBatches
+
+    counts = np.arange(12, dtype=np.float32).reshape(4, 3)
+    design = ReferenceDesign(np.array([0, 1, 0, 1]), np.zeros(4, dtype=np.int64), np.zeros((4, 0), dtype=np.int64),
+                             ["a", "b"], ["all"])
+    x = sp.csr_matrix(counts) if sparse else counts
+    for with_rows in (True, False):
+        batches = _CellBatches(x, design, None, torch.device("cpu"), 0, with_rows)
+        rows, labels, *_ = batches.example(2)
+        torch.testing.assert_close(rows, torch.as_tensor(counts[:2]))
+        torch.testing.assert_close(labels, torch.tensor([0, 1]))
 
 
 def test_output_keys_match_upstream(short_run, tmp_path):

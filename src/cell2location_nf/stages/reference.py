@@ -75,13 +75,20 @@ class TrainedReference:
 class _CellBatches:
     """Shuffled minibatches of cells each epoch (no drop_last), as the upstream loader gives them."""
 
-    def __init__(self, x, design: ReferenceDesign, batch_size: int | None, device: torch.device, seed: int):
+    def __init__(self, x, design: ReferenceDesign, batch_size: int | None, device: torch.device, seed: int,
+                 with_rows: bool = True):
         self.n_obs = x.shape[0]
         self.device = device
-        self.with_rows = True  # False: the objective reads no count rows (grouped), so none are gathered
-        self.dense = x.shape[0] * x.shape[1] <= DENSE_LIMIT
-        self.x = torch.as_tensor(x.toarray() if sp.issparse(x) else np.asarray(x), dtype=torch.float32,
-                                 device=device) if self.dense else sp.csr_matrix(x, dtype=np.float32)
+        self.source = x  # read for the guide's example rows; the AnnData holds it anyway
+        # False: the objective reads no count rows (grouped), so none are gathered and no copy is kept
+        self.with_rows = with_rows
+        self.dense = with_rows and x.shape[0] * x.shape[1] <= DENSE_LIMIT
+        self.x = None
+        if self.dense:
+            self.x = torch.as_tensor(x.toarray() if sp.issparse(x) else np.asarray(x), dtype=torch.float32,
+                                     device=device)
+        elif with_rows:
+            self.x = sp.csr_matrix(x, dtype=np.float32)
         self.labels = torch.as_tensor(design.labels, device=device)
         self.batches = torch.as_tensor(design.batches, device=device)
         self.covariates = torch.as_tensor(design.covariates, device=device)
@@ -98,6 +105,15 @@ class _CellBatches:
     def args(self, idx: torch.Tensor) -> tuple:
         idx = idx.to(self.device)
         return self.rows(idx), self.labels[idx], self.batches[idx], self.covariates[idx], idx
+
+    def example(self, n: int) -> tuple:
+        """The model's arguments for the first ``n`` cells, rows read from the source matrix whatever ``with_rows``
+        says: the guide's initial values come from one trace of the model."""
+        idx = torch.arange(min(self.n_obs, n), device=self.device)
+        rows = self.source[:len(idx)]
+        rows = torch.as_tensor(rows.toarray() if sp.issparse(rows) else np.asarray(rows), dtype=torch.float32,
+                               device=self.device)
+        return rows, self.labels[idx], self.batches[idx], self.covariates[idx], idx
 
     def __call__(self, epoch: int):
         if self.batch_size >= self.n_obs:
@@ -151,16 +167,16 @@ def train_reference(adata: ad.AnnData, labels_key: str, batch_key: str | None, c
     device = resolve_device(settings.device)
     seed_everything(settings.seed, device)
     n_epochs = settings.max_epochs or max_epochs_heuristic(adata.n_obs)
-    data = _CellBatches(adata.X, design, settings.batch_size, device, settings.seed)
-    model = _model(adata, design, device)
-    averages = torch.as_tensor(cluster_averages(adata.X, design.labels, design.n_factors), dtype=torch.float32,
-                               device=device)
-    guide = MeanFieldGuide(model.initial_values(averages, data.args(torch.arange(min(adata.n_obs, 2)))))
-    guide.to(device)
     log.info("Reference model: %d cells x %d genes, %d cell types, %d batches, %d covariate levels; "
              "%d epochs, batch size %s, lr %g, device %s", adata.n_obs, adata.n_vars, design.n_factors,
              design.n_batches, design.n_covariate_levels, n_epochs, settings.batch_size, settings.lr, device)
-    loss_fn, data.with_rows = loss_function(settings, adata.X, design, n_epochs, device)
+    loss_fn, with_rows = loss_function(settings, adata.X, design, n_epochs, device)
+    data = _CellBatches(adata.X, design, settings.batch_size, device, settings.seed, with_rows)
+    model = _model(adata, design, device)
+    averages = torch.as_tensor(cluster_averages(adata.X, design.labels, design.n_factors), dtype=torch.float32,
+                               device=device)
+    guide = MeanFieldGuide(model.initial_values(averages, data.example(2)))
+    guide.to(device)
     history = run_svi(model, guide, data, n_epochs, settings.lr, settings.clip_norm, name="reference",
                       loss_fn=loss_fn, checkpoint=checkpoint)
     keys = {"labels_key": labels_key, "batch_key": batch_key or "", "categorical_covariate_keys": covariate_keys}
