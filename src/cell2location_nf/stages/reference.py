@@ -72,48 +72,56 @@ class TrainedReference:
     device: str = "cpu"
 
 
+def _dense_tensor(x, device: torch.device) -> torch.Tensor:
+    """Rows of a count matrix (dense or scipy sparse) as a dense float32 tensor on ``device``."""
+    return torch.as_tensor(x.toarray() if sp.issparse(x) else np.asarray(x), dtype=torch.float32, device=device)
+
+
 class _CellBatches:
-    """Shuffled minibatches of cells each epoch (no drop_last), as the upstream loader gives them."""
+    """Shuffled minibatches of cells each epoch (no drop_last), as the upstream loader gives them.
+
+    With ``with_rows`` False (the grouped objective reads no count rows) no copy of the counts is kept and
+    minibatches carry empty rows."""
 
     def __init__(self, x, design: ReferenceDesign, batch_size: int | None, device: torch.device, seed: int,
                  with_rows: bool = True):
         self.n_obs = x.shape[0]
         self.device = device
         self.source = x  # read for the guide's example rows; the AnnData holds it anyway
-        # False: the objective reads no count rows (grouped), so none are gathered and no copy is kept
-        self.with_rows = with_rows
-        self.dense = with_rows and x.shape[0] * x.shape[1] <= DENSE_LIMIT
+        self.dense = x.shape[0] * x.shape[1] <= DENSE_LIMIT
         self.x = None
-        if self.dense:
-            self.x = torch.as_tensor(x.toarray() if sp.issparse(x) else np.asarray(x), dtype=torch.float32,
-                                     device=device)
-        elif with_rows:
-            self.x = sp.csr_matrix(x, dtype=np.float32)
+        if with_rows:
+            self.x = _dense_tensor(x, device) if self.dense else sp.csr_matrix(x, dtype=np.float32)
         self.labels = torch.as_tensor(design.labels, device=device)
         self.batches = torch.as_tensor(design.batches, device=device)
         self.covariates = torch.as_tensor(design.covariates, device=device)
         self.batch_size = batch_size or self.n_obs
         self.generator = torch.Generator().manual_seed(seed)
 
+    @property
+    def with_rows(self) -> bool:
+        return self.x is not None
+
     def rows(self, idx: torch.Tensor) -> torch.Tensor:
         if not self.with_rows:
             return torch.empty((len(idx), 0), device=self.device)
         if self.dense:
             return self.x[idx]
-        return torch.as_tensor(self.x[idx.cpu().numpy()].toarray(), device=self.device)
+        return _dense_tensor(self.x[idx.cpu().numpy()], self.device)
+
+    def codes(self, idx: torch.Tensor) -> tuple:
+        """Design codes of cells ``idx`` (on the device), and ``idx``: the model's arguments after the rows."""
+        return self.labels[idx], self.batches[idx], self.covariates[idx], idx
 
     def args(self, idx: torch.Tensor) -> tuple:
         idx = idx.to(self.device)
-        return self.rows(idx), self.labels[idx], self.batches[idx], self.covariates[idx], idx
+        return self.rows(idx), *self.codes(idx)
 
     def example(self, n: int) -> tuple:
         """The model's arguments for the first ``n`` cells, rows read from the source matrix whatever ``with_rows``
         says: the guide's initial values come from one trace of the model."""
         idx = torch.arange(min(self.n_obs, n), device=self.device)
-        rows = self.source[:len(idx)]
-        rows = torch.as_tensor(rows.toarray() if sp.issparse(rows) else np.asarray(rows), dtype=torch.float32,
-                               device=self.device)
-        return rows, self.labels[idx], self.batches[idx], self.covariates[idx], idx
+        return _dense_tensor(self.source[:len(idx)], self.device), *self.codes(idx)
 
     def __call__(self, epoch: int):
         if self.batch_size >= self.n_obs:
