@@ -87,6 +87,10 @@ def test_schedules_are_presets_that_explicit_options_override():
     assert settings_for_schedule("fast", lr=0.004).lr_final == pytest.approx(SCHEDULES["fast"]["lr_final"] / 10)
     assert settings_for_schedule("fast", lr=0.004, lr_final=0.003).lr_final == 0.003
     assert fast.schedule == "fast"
+    # the guide's scales train at half the rate in full batch only; upstream keeps one rate
+    assert (fast.scale_lr_factor, upstream.scale_lr_factor) == (0.5, 1.0)
+    assert settings_for_schedule("fast", scale_lr_factor=1.0).scale_lr_factor == 1.0
+    assert settings_for_schedule("fast", n_obs=20000, batch_size=500).scale_lr_factor == 1.0
     with pytest.raises(ValueError, match="schedule must be one of"):
         settings_for_schedule("slow")
 
@@ -115,3 +119,18 @@ def test_fast_schedule_on_minibatches_lowers_its_learning_rate_with_the_steps_pe
     assert settings_for_schedule("fast", n_obs=4000, batch_size=5000).schedule == "fast"
     upstream = settings_for_schedule("upstream", n_obs=20000, batch_size=500)
     assert upstream.lr == SCHEDULES["upstream"]["lr"] and not upstream.warm_start
+
+
+def test_guide_scales_train_at_their_own_learning_rate():
+    """scale_lr_factor puts the guide's raw scales in an Adam group of their own (the fast preset's 0.5)."""
+    guide = torch.nn.Module()
+    guide.loc = torch.nn.Parameter(torch.tensor(0.0))
+    guide.raw_scales = torch.nn.ParameterDict({"w_sf": torch.nn.Parameter(torch.tensor(0.0))})
+
+    def loss_fn(model, guide_, step):
+        return guide_.loc + guide_.raw_scales["w_sf"]
+
+    run_svi(None, guide, lambda epoch: [(epoch,)], n_epochs=1, lr=0.1, loss_fn=loss_fn, scale_lr_factor=0.5)
+    # Adam's first step moves every parameter by its learning rate against the gradient's sign
+    assert guide.loc.item() == pytest.approx(-0.1, rel=1e-4)
+    assert guide.raw_scales["w_sf"].item() == pytest.approx(-0.05, rel=1e-4)
