@@ -60,7 +60,7 @@ SCHEDULES: dict[str, dict] = {
     # upstream cell2location 0.1.5: 30,000 full-batch epochs from the prior means at a constant Adam lr 0.002
     "upstream": {"max_epochs": 30000, "lr": 0.002, "lr_final": None, "warm_start": False},
     # validated against upstream in bench/RESULTS.md (issue 5); the guide's scales at half the learning rate
-    # slow the drift of the absolute scale (0.51 -> 0.76 of the truth on 2,000 spots, 0.40 -> 0.42 on 800)
+    # slow the drift of the absolute scale (RESULTS.md, "The guide's scales at half the learning rate")
     "fast": {"max_epochs": 9000, "lr": 0.04, "lr_final": 0.002, "warm_start": False, "scale_lr_factor": 0.5},
 }
 # 'fast' when training on minibatches of locations (--batch-size below the number of locations): 100 epochs
