@@ -87,8 +87,12 @@ def test_schedules_are_presets_that_explicit_options_override():
     assert settings_for_schedule("fast", lr=0.004).lr_final == pytest.approx(SCHEDULES["fast"]["lr_final"] / 10)
     assert settings_for_schedule("fast", lr=0.004, lr_final=0.003).lr_final == 0.003
     assert fast.schedule == "fast"
-    # the guide's scales train at a lower rate in full batch only; upstream keeps one rate
-    assert fast.scale_lr_factor == SCHEDULES["fast"]["scale_lr_factor"] < 1.0 and upstream.scale_lr_factor == 1.0
+    # the fast preset as validated in bench/RESULTS.md ("A slower end of the decay"); the guide's scales
+    # train at their lower rate in full batch only; upstream keeps one rate
+    full = settings_for_schedule("fast")
+    assert (full.max_epochs, full.lr, full.lr_final, full.scale_lr_factor, full.warm_start) == (
+        9000, 0.04, 0.006, 0.42, False)
+    assert upstream.scale_lr_factor == 1.0
     assert settings_for_schedule("fast", scale_lr_factor=1.0).scale_lr_factor == 1.0
     assert settings_for_schedule("fast", n_obs=20000, batch_size=500).scale_lr_factor == 1.0
     with pytest.raises(ValueError, match="schedule must be one of"):
