@@ -134,6 +134,25 @@ def test_same_seed_same_results(inputs, compiled):
         assert torch.equal(b.guide.state_dict()[name], value), name
 
 
+def test_epoch_hook_sees_the_guide_after_every_epoch_and_changes_nothing(inputs):
+    """on_epoch (used by bench/trace_training.py to score the guide along training) only observes."""
+    _, _, _, adata, signatures = inputs
+    settings = MappingSettings(max_epochs=6, seed=3)
+    seen = []
+
+    def record(done, guide):
+        seen.append((done, guide, guide.locs["w_sf"].detach().clone()))
+
+    hooked = train_mapping(adata, signatures, settings, on_epoch=record)
+    plain = train_mapping(adata, signatures, settings)
+    assert [done for done, _, _ in seen] == list(range(1, 7))
+    assert all(guide is hooked.guide for _, guide, _ in seen)
+    assert not torch.equal(seen[0][2], seen[-1][2])  # a snapshot per epoch, as training moves
+    assert torch.equal(seen[-1][2], hooked.guide.locs["w_sf"])
+    for name, value in plain.guide.state_dict().items():
+        assert torch.equal(hooked.guide.state_dict()[name], value), name
+
+
 def test_output_keys_match_upstream(trained, tmp_path):
     files = export_mapping(trained, tmp_path, num_samples=50)
     types = list(trained.signatures.columns)

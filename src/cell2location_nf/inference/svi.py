@@ -135,6 +135,7 @@ def run_svi(
     schedule: Schedule = Schedule(),
     scale_lr_factor: float = 1.0,
     checkpoint: Checkpoint | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> TrainingHistory:
     """Train ``guide`` against ``model``; ``epoch_batches(epoch)`` yields the model arguments per step.
 
@@ -142,6 +143,8 @@ def run_svi(
     ``checkpoint``: resume from it when it exists, save it every ``checkpoint.every`` epochs, and on
     SIGTERM save it after the current epoch and then die of that signal (exit 143, which the pipeline
     retries), so a preempted task loses at most one epoch.
+    ``on_epoch(done)``: called after each epoch with the number of epochs done (e.g. to score the guide
+    along training, ``bench/trace_training.py``).
     """
     history = history or TrainingHistory()
     retain_freed_memory()
@@ -165,13 +168,13 @@ def run_svi(
         log.info("%s: resuming from checkpoint %s after epoch %d/%d", name, checkpoint.path, first_epoch, n_epochs)
     with sigterm_flag(checkpoint is not None) as terminated:
         _epochs(model, guide, epoch_batches, range(first_epoch, n_epochs), optimizer, scheduler, loss_fn, clip_norm,
-                history, name, log_every, schedule, checkpoint, terminated)
+                history, name, log_every, schedule, checkpoint, terminated, on_epoch)
     return history
 
 
 def _epochs(model, guide, epoch_batches, epochs: range, optimizer, scheduler, loss_fn, clip_norm,
             history: TrainingHistory, name: str, log_every: int, schedule: Schedule, checkpoint: Checkpoint | None,
-            terminated: list[bool]) -> None:
+            terminated: list[bool], on_epoch: Callable[[int], None] | None = None) -> None:
     """The training loop of :func:`run_svi` over ``epochs``."""
     n_epochs = epochs.stop
     start = time.perf_counter()
@@ -197,6 +200,8 @@ def _epochs(model, guide, epoch_batches, epochs: range, optimizer, scheduler, lo
             scheduler.step()
         stop = plateaued(history.elbo_train, schedule)
         done = epoch + 1
+        if on_epoch is not None:
+            on_epoch(done)
         periodic = checkpoint is not None and done % checkpoint.every == 0 and done < n_epochs and not stop
         if periodic or terminated[0]:
             history.seconds = seconds_before + time.perf_counter() - start

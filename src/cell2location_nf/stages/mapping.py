@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -236,10 +237,12 @@ def warm_start_abundance(init: dict[str, torch.Tensor], x, model: MappingModel) 
 
 
 def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: MappingSettings | None = None,
-                  source: str = "signatures", checkpoint: Checkpoint | None = None) -> TrainedMapping:
+                  source: str = "signatures", checkpoint: Checkpoint | None = None,
+                  on_epoch: Callable[[int, MeanFieldGuide], None] | None = None) -> TrainedMapping:
     """Fit the cell2location model to all locations of ``adata`` (samples as batches) jointly.
 
     ``checkpoint``: resume from / save training state there (:func:`~..inference.svi.run_svi`).
+    ``on_epoch(done, guide)``: called after each epoch (``bench/trace_training.py`` scores the guide with it).
     """
     settings = settings or MappingSettings()
     check_signatures(signatures, source)
@@ -268,7 +271,7 @@ def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: Mapping
         loss_fn = partial(negative_elbo, use_compile=True)
     history = run_svi(model, guide, data, settings.max_epochs, settings.lr, settings.clip_norm, name="mapping",
                       loss_fn=loss_fn, schedule=schedule, scale_lr_factor=settings.scale_lr_factor,
-                      checkpoint=checkpoint)
+                      checkpoint=checkpoint, on_epoch=None if on_epoch is None else lambda done: on_epoch(done, guide))
     return TrainedMapping(adata, signatures, guide, model, settings, history, str(device))
 
 
