@@ -4,6 +4,8 @@ Absolute abundance: Pearson over all entries and per type (cell2location paper) 
 Σ estimate / Σ truth. Proportions (estimate normalised per spot; the convention is q05 abundance):
 RMSE (Spotless: mean over spots of sqrt(mean over types of squared error)) and JSD (per spot, log2; mean
 and median). Presence: average precision (AUPR) of abundance scores for truth > 0, pooled over entries.
+Diagnostics of the split of a spot's counts between cells and detection (``count_split``): Pearson of the
+total cells per spot, and of the composition rescaled to the true totals.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ def score(truth: pd.DataFrame, abundance: pd.DataFrame, q05: pd.DataFrame | None
     t = truth.to_numpy(dtype=float)
     a = abundance.loc[truth.index, truth.columns].to_numpy(dtype=float)
     q = q05.loc[truth.index, truth.columns].to_numpy(dtype=float)
-    per_type = [np.corrcoef(a[:, f], t[:, f])[0, 1] for f in range(t.shape[1]) if t[:, f].std() > 0]
+    per_type = pearson_by_type(truth, abundance).to_numpy()
     pt, pq = proportions(t), proportions(q)
     jsd = np.array([jensenshannon(pt[s], pq[s], base=2) for s in range(len(t)) if t[s].sum() > 0])
     return {
@@ -37,6 +39,25 @@ def score(truth: pd.DataFrame, abundance: pd.DataFrame, q05: pd.DataFrame | None
         "aupr_presence": float(average_precision_score((t > 0).ravel(), q.ravel())),
         "absolute_scale": float(a.sum() / t.sum()),
     }
+
+
+def pearson_by_type(truth: pd.DataFrame, abundance: pd.DataFrame) -> pd.Series:
+    """Pearson of abundance and truth per cell type (types absent or constant in the truth are left out)."""
+    t = truth.to_numpy(dtype=float)
+    a = abundance.loc[truth.index, truth.columns].to_numpy(dtype=float)
+    kept = [f for f in range(t.shape[1]) if t[:, f].std() > 0]
+    return pd.Series([np.corrcoef(a[:, f], t[:, f])[0, 1] for f in kept], index=truth.columns[kept])
+
+
+def count_split(truth: pd.DataFrame, abundance: pd.DataFrame) -> dict[str, float]:
+    """Pearson of the total cells per spot ("totals"), and over all entries of the estimate rescaled per spot
+    to the true total ("composition"): where Pearson over all entries loses, totals or mixture."""
+    t = truth.to_numpy(dtype=float)
+    a = abundance.loc[truth.index, truth.columns].to_numpy(dtype=float)
+    true_totals, totals = t.sum(axis=1), a.sum(axis=1)
+    rescaled = proportions(a) * true_totals[:, None]
+    return {"totals_pearson": float(np.corrcoef(totals, true_totals)[0, 1]),
+            "composition_pearson": float(np.corrcoef(rescaled.ravel(), t.ravel())[0, 1])}
 
 
 # Direction of "better" for each metric (absolute scale: closer to 1 is better).
