@@ -1,0 +1,94 @@
+"""Accuracy along training: score the mapping guide against the truth every few epochs of one schedule.
+
+    .venv/bin/python bench/trace_training.py --every 1000                       # the fast preset, seed 0
+    .venv/bin/python bench/trace_training.py --every 2000 --max-epochs 30000 --lr-final 0.002 --scale-lr-factor 0.5
+    .venv/bin/python bench/trace_training.py --every 2000 --schedule upstream
+
+Trains on a benchmark set that ``run_benchmark.py`` made (its data and signatures, the same N), in this
+process, through the same ``train_mapping`` as ``map-spatial``; schedule options as ``map-spatial``'s.
+Every ``--every`` epochs it scores the guide's abundances (the log-normal mean exp(loc + scale²/2) for
+Pearson and scale, the analytic q05 for the proportion and presence metrics; no posterior sampling) with
+the benchmark metrics, plus how each spot's counts are split between cells and detection
+(``count_split``: Pearson of the total cells per spot, and of the composition rescaled to the true
+totals) and the mean −ELBO over those epochs. Prints a table and writes it as CSV next to the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cell2location_nf.benchmark.metrics import count_split, score
+from cell2location_nf.cli.mapping import load_inputs
+from cell2location_nf.models.guide import MeanFieldGuide
+from cell2location_nf.stages.mapping import ABUNDANCE_SITE, settings_for_schedule, train_mapping
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run_benchmark import markdown_table  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def abundance_tables(guide: MeanFieldGuide, barcodes: pd.Index, types: pd.Index) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(mean, q05) of w_sf under the guide, as locations x types tables indexed like the truth."""
+    loc, scale = guide.locs[ABUNDANCE_SITE].detach(), guide.scale(ABUNDANCE_SITE).detach()
+    mean = torch.exp(loc + scale.pow(2) / 2).cpu().numpy()
+    q05 = guide.quantile(ABUNDANCE_SITE, 0.05).cpu().numpy()
+    return (pd.DataFrame(mean, index=barcodes, columns=types), pd.DataFrame(q05, index=barcodes, columns=types))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=HERE / "work" / "800x1000x12",
+                        help="A benchmark set made by run_benchmark.py (default: its 800-spot set).")
+    parser.add_argument("--every", type=int, default=1000, help="Score the guide every this many epochs.")
+    parser.add_argument("--schedule", default="fast")
+    parser.add_argument("--max-epochs", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--lr-final", type=float, default=None)
+    parser.add_argument("--scale-lr-factor", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--label", default="", help="Suffix of the CSV's name (trace<label>_seed<seed>.csv).")
+    args = parser.parse_args()
+
+    signatures = args.data / "signatures" / "reference.signatures.csv"
+    spatial = sorted(args.data.glob("sample_*.h5ad"))
+    if not signatures.exists() or not spatial:
+        sys.exit(f"{args.data}: no benchmark set with signatures here; run bench/run_benchmark.py for it first.")
+    torch.set_num_threads(args.threads)
+    truth = pd.concat([pd.read_csv(args.data / "truth" / f"{p.stem}.csv", index_col=0) for p in spatial])
+    n_cells = round(float(truth.sum(axis=1).mean()), 1)  # as run_benchmark.py
+    adata, table = load_inputs(str(signatures), tuple(map(str, spatial)), n_cells)
+    settings = settings_for_schedule(args.schedule, adata.n_obs, seed=args.seed, max_epochs=args.max_epochs,
+                                     lr=args.lr, lr_final=args.lr_final, scale_lr_factor=args.scale_lr_factor)
+    barcodes = pd.Index(adata.obs["barcode"].astype(str))
+    rows: list[dict] = []
+
+    def record(done: int, guide: MeanFieldGuide) -> None:
+        if done % args.every:
+            return
+        mean, q05 = abundance_tables(guide, barcodes, table.columns)
+        rows.append({"epoch": done, **score(truth, mean, q05), **count_split(truth, mean)})
+        print(f"epoch {done}: " + ", ".join(f"{k} {v:.4g}" for k, v in rows[-1].items() if k != "epoch"),
+              flush=True)
+
+    trained = train_mapping(adata, table, settings, source=str(signatures), on_epoch=record)
+    elbo = np.asarray(trained.history.elbo_train)
+    for row in rows:
+        row["neg_elbo"] = float(elbo[row["epoch"] - args.every:row["epoch"]].mean())
+    result = pd.DataFrame(rows)
+    out = args.data / f"trace{args.label}_seed{args.seed}.csv"
+    result.to_csv(out, index=False)
+    print(f"\n{args.data.name}, schedule {settings.schedule}: lr {settings.lr} -> {settings.lr_final}, scales x "
+          f"{settings.scale_lr_factor}, {settings.max_epochs} epochs, seed {args.seed} ({out.name})\n")
+    print(markdown_table(result))
+
+
+if __name__ == "__main__":
+    main()
