@@ -91,7 +91,7 @@ def test_schedules_are_presets_that_explicit_options_override():
     # train at their lower rate in full batch only; upstream keeps one rate
     full = settings_for_schedule("fast")
     assert (full.max_epochs, full.lr, full.lr_final, full.scale_lr_factor, full.warm_start) == (
-        9000, 0.04, 0.006, 0.42, False)
+        9000, 0.04, 0.012, 0.35, False)
     assert upstream.scale_lr_factor == 1.0
     assert settings_for_schedule("fast", scale_lr_factor=1.0).scale_lr_factor == 1.0
     assert settings_for_schedule("fast", n_obs=20000, batch_size=500).scale_lr_factor == 1.0

@@ -47,7 +47,7 @@ def export_options(fn):
 @click.command("map-spatial")
 @export_options
 @click.option("--schedule", type=click.Choice(sorted(SCHEDULES)), default="fast", show_default=True,
-              help="Training preset: 'fast' (lr 0.04 decaying to 0.006, guide scales at 0.42 of that, 9,000 epochs; "
+              help="Training preset: 'fast' (lr 0.04 decaying to 0.012, guide scales at 0.35 of that, 9,000 epochs; "
                    "with --batch-size below the number of locations 100 epochs, lr falling with minibatches per "
                    "epoch; see bench/RESULTS.md) "
                    "or 'upstream' (30,000 full-batch epochs at lr 0.002 from the prior means, as cell2location).")
@@ -71,7 +71,7 @@ def export_options(fn):
               help="Objective implementation: fused torch (faster) or pyro's Trace_ELBO (same objective).")
 @click.option("--scale-lr-factor", type=float, default=None,
               help="Override the schedule: learning rate of the guide's scale parameters relative to --lr "
-                   "(fast: 0.42; on minibatches and upstream: 1).")
+                   "(fast: 0.35; on minibatches and upstream: 1).")
 @click.option("--compile/--no-compile", "compile_", default=None,
               help="torch.compile the objective (default: when locations x genes x epochs >= 5e8).")
 @click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True)
