@@ -86,6 +86,16 @@ def run_measured(cmd: list[str], log_path: Path, threads: int, gpu: bool = False
     return cost
 
 
+def read_truth(data: Path, samples: list[str]) -> pd.DataFrame:
+    """True cells of each type per spot, all samples of a benchmark set."""
+    return pd.concat([pd.read_csv(data / "truth" / f"{s}.csv", index_col=0) for s in samples])
+
+
+def mean_cells_per_spot(truth: pd.DataFrame) -> float:
+    """N given to both tools: the mean true cells per spot, to one decimal."""
+    return round(float(truth.sum(axis=1).mean()), 1)
+
+
 def read_estimates(folder: Path, samples: list[str], kind: str, ours: bool) -> pd.DataFrame:
     tables = []
     for sample in samples:
@@ -151,8 +161,8 @@ def main() -> None:
         make_benchmark_data(data, cfg)
     samples = [f"sample_{s + 1}" for s in range(cfg.n_samples)]
     spatial = [str(data / f"{s}.h5ad") for s in samples]
-    truth = pd.concat([pd.read_csv(data / "truth" / f"{s}.csv", index_col=0) for s in samples])
-    n_cells = round(float(truth.sum(axis=1).mean()), 1)
+    truth = read_truth(data, samples)
+    n_cells = mean_cells_per_spot(truth)
     signatures = data / "signatures" / "reference.signatures.csv"
     if not signatures.exists():
         (data / "signatures").mkdir(exist_ok=True)

@@ -15,13 +15,12 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from cell2location_nf.benchmark.metrics import count_split, pearson_by_type
+from cell2location_nf.benchmark.metrics import count_split, pearson_all, pearson_by_type
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_benchmark import markdown_table, read_estimates  # noqa: E402
+from run_benchmark import markdown_table, read_estimates, read_truth  # noqa: E402
 
 
 def main() -> None:
@@ -32,13 +31,11 @@ def main() -> None:
     args = parser.parse_args()
 
     samples = sorted(p.stem for p in args.data.glob("sample_*.h5ad"))
-    truth = pd.concat([pd.read_csv(args.data / "truth" / f"{s}.csv", index_col=0) for s in samples])
+    truth = read_truth(args.data, samples)
     split, per_type = [], {}
     for run in args.runs:
         means = read_estimates(args.data / run, samples, "means", not run.startswith("upstream"))
-        a = means.loc[truth.index, truth.columns].to_numpy(dtype=float)
-        split.append({"run": run, "pearson_all": float(np.corrcoef(a.ravel(), truth.to_numpy().ravel())[0, 1]),
-                      **count_split(truth, means)})
+        split.append({"run": run, "pearson_all": pearson_all(truth, means), **count_split(truth, means)})
         per_type[run] = pearson_by_type(truth, means)
     print(markdown_table(pd.DataFrame(split)))
     if args.per_type:

@@ -29,7 +29,7 @@ from cell2location_nf.models.guide import MeanFieldGuide
 from cell2location_nf.stages.mapping import ABUNDANCE_SITE, settings_for_schedule, train_mapping
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_benchmark import markdown_table  # noqa: E402
+from run_benchmark import markdown_table, mean_cells_per_spot, read_truth  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -62,8 +62,8 @@ def main() -> None:
     if not signatures.exists() or not spatial:
         sys.exit(f"{args.data}: no benchmark set with signatures here; run bench/run_benchmark.py for it first.")
     torch.set_num_threads(args.threads)
-    truth = pd.concat([pd.read_csv(args.data / "truth" / f"{p.stem}.csv", index_col=0) for p in spatial])
-    n_cells = round(float(truth.sum(axis=1).mean()), 1)  # as run_benchmark.py
+    truth = read_truth(args.data, [p.stem for p in spatial])
+    n_cells = mean_cells_per_spot(truth)
     adata, table = load_inputs(str(signatures), tuple(map(str, spatial)), n_cells)
     settings = settings_for_schedule(args.schedule, adata.n_obs, seed=args.seed, max_epochs=args.max_epochs,
                                      lr=args.lr, lr_final=args.lr_final, scale_lr_factor=args.scale_lr_factor)

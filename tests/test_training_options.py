@@ -87,7 +87,7 @@ def test_schedules_are_presets_that_explicit_options_override():
     assert settings_for_schedule("fast", lr=0.004).lr_final == pytest.approx(SCHEDULES["fast"]["lr_final"] / 10)
     assert settings_for_schedule("fast", lr=0.004, lr_final=0.003).lr_final == 0.003
     assert fast.schedule == "fast"
-    # the fast preset as validated in bench/RESULTS.md ("A slower end of the decay"); the guide's scales
+    # the fast preset as validated in bench/RESULTS.md ("Four seeds per set"); the guide's scales
     # train at their lower rate in full batch only; upstream keeps one rate
     full = settings_for_schedule("fast")
     assert (full.max_epochs, full.lr, full.lr_final, full.scale_lr_factor, full.warm_start) == (

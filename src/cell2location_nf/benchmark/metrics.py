@@ -21,17 +21,27 @@ def proportions(abundance: np.ndarray) -> np.ndarray:
     return np.divide(abundance, totals, out=np.full_like(abundance, 1 / abundance.shape[1]), where=totals > 0)
 
 
+def aligned(truth: pd.DataFrame, estimate: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(truth, estimate) as float arrays, the estimate's rows and columns in the truth's order."""
+    return truth.to_numpy(dtype=float), estimate.loc[truth.index, truth.columns].to_numpy(dtype=float)
+
+
+def pearson_all(truth: pd.DataFrame, abundance: pd.DataFrame) -> float:
+    """Pearson of abundance and truth over all entries (locations x types)."""
+    t, a = aligned(truth, abundance)
+    return float(np.corrcoef(a.ravel(), t.ravel())[0, 1])
+
+
 def score(truth: pd.DataFrame, abundance: pd.DataFrame, q05: pd.DataFrame | None = None) -> dict[str, float]:
     """Metrics for one estimate; ``abundance`` (posterior mean) for Pearson/scale, ``q05`` for the rest."""
     q05 = abundance if q05 is None else q05
-    t = truth.to_numpy(dtype=float)
-    a = abundance.loc[truth.index, truth.columns].to_numpy(dtype=float)
-    q = q05.loc[truth.index, truth.columns].to_numpy(dtype=float)
+    t, a = aligned(truth, abundance)
+    q = aligned(truth, q05)[1]
     per_type = pearson_by_type(truth, abundance).to_numpy()
     pt, pq = proportions(t), proportions(q)
     jsd = np.array([jensenshannon(pt[s], pq[s], base=2) for s in range(len(t)) if t[s].sum() > 0])
     return {
-        "pearson_all": float(np.corrcoef(a.ravel(), t.ravel())[0, 1]),
+        "pearson_all": pearson_all(truth, abundance),
         "pearson_per_type": float(np.mean(per_type)),
         "rmse_proportions": float(np.mean(np.sqrt(((pt - pq) ** 2).mean(axis=1)))),
         "jsd_mean": float(jsd.mean()),
@@ -43,8 +53,7 @@ def score(truth: pd.DataFrame, abundance: pd.DataFrame, q05: pd.DataFrame | None
 
 def pearson_by_type(truth: pd.DataFrame, abundance: pd.DataFrame) -> pd.Series:
     """Pearson of abundance and truth per cell type (types absent or constant in the truth are left out)."""
-    t = truth.to_numpy(dtype=float)
-    a = abundance.loc[truth.index, truth.columns].to_numpy(dtype=float)
+    t, a = aligned(truth, abundance)
     kept = [f for f in range(t.shape[1]) if t[:, f].std() > 0]
     return pd.Series([np.corrcoef(a[:, f], t[:, f])[0, 1] for f in kept], index=truth.columns[kept])
 
@@ -52,8 +61,7 @@ def pearson_by_type(truth: pd.DataFrame, abundance: pd.DataFrame) -> pd.Series:
 def count_split(truth: pd.DataFrame, abundance: pd.DataFrame) -> dict[str, float]:
     """Pearson of the total cells per spot ("totals"), and over all entries of the estimate rescaled per spot
     to the true total ("composition"): where Pearson over all entries loses, totals or mixture."""
-    t = truth.to_numpy(dtype=float)
-    a = abundance.loc[truth.index, truth.columns].to_numpy(dtype=float)
+    t, a = aligned(truth, abundance)
     true_totals, totals = t.sum(axis=1), a.sum(axis=1)
     rescaled = proportions(a) * true_totals[:, None]
     return {"totals_pearson": float(np.corrcoef(totals, true_totals)[0, 1]),

@@ -63,7 +63,7 @@ SCHEDULES: dict[str, dict] = {
     # validated against upstream in bench/RESULTS.md (issue 5); the guide's scales at 0.35 of the learning rate
     # slow the drift of the absolute scale, and ending the decay at 0.012 rather than 0.002 lets the split of
     # each spot's counts between cells and detection converge further (RESULTS.md, "A slower end of the decay";
-    # chosen over 0.006 with 0.42 on four seeds per benchmark set)
+    # chosen over 0.006 with 0.42 in "Four seeds per set")
     "fast": {"max_epochs": 9000, "lr": 0.04, "lr_final": 0.012, "warm_start": False, "scale_lr_factor": 0.35},
 }
 # 'fast' when training on minibatches of locations (--batch-size below the number of locations): 100 epochs
