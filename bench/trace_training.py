@@ -11,6 +11,8 @@ Pearson and scale, the analytic q05 for the proportion and presence metrics; no 
 the benchmark metrics, plus how each spot's counts are split between cells and detection
 (``count_split``: Pearson of the total cells per spot, and of the composition rescaled to the true
 totals) and the mean −ELBO over those epochs. Prints a table and writes it as CSV next to the data.
+``--average-from EPOCH`` adds a row scored on the abundance site's loc and raw scale averaged over every
+epoch after EPOCH (tail averaging: does the last iterate's noise cost accuracy?).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch.nn.functional import softplus
 
 from cell2location_nf.benchmark.metrics import count_split, score
 from cell2location_nf.cli.mapping import load_inputs
@@ -34,12 +37,36 @@ from run_benchmark import markdown_table, mean_cells_per_spot, read_truth  # noq
 HERE = Path(__file__).resolve().parent
 
 
-def abundance_tables(guide: MeanFieldGuide, barcodes: pd.Index, types: pd.Index) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(mean, q05) of w_sf under the guide, as locations x types tables indexed like the truth."""
-    loc, scale = guide.locs[ABUNDANCE_SITE].detach(), guide.scale(ABUNDANCE_SITE).detach()
+def lognormal_tables(loc: torch.Tensor, scale: torch.Tensor, barcodes: pd.Index,
+                     types: pd.Index) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(mean, q05) of LogNormal(loc, scale) abundances, as locations x types tables indexed like the truth."""
+    z05 = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.05, dtype=loc.dtype))
     mean = torch.exp(loc + scale.pow(2) / 2).cpu().numpy()
-    q05 = guide.quantile(ABUNDANCE_SITE, 0.05).cpu().numpy()
+    q05 = torch.exp(loc + scale * z05).cpu().numpy()
     return (pd.DataFrame(mean, index=barcodes, columns=types), pd.DataFrame(q05, index=barcodes, columns=types))
+
+
+def abundance_tables(guide: MeanFieldGuide, barcodes: pd.Index, types: pd.Index) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(mean, q05) of w_sf under the guide."""
+    return lognormal_tables(guide.locs[ABUNDANCE_SITE].detach(), guide.scale(ABUNDANCE_SITE).detach(), barcodes, types)
+
+
+class TailAverage:
+    """Running mean of the abundance site's loc and raw (softplus-parameterised) scale over the epochs added."""
+
+    def __init__(self) -> None:
+        self.loc_sum: torch.Tensor | None = None
+        self.raw_sum: torch.Tensor | None = None
+        self.count = 0
+
+    def add(self, guide: MeanFieldGuide) -> None:
+        loc, raw = guide.locs[ABUNDANCE_SITE].detach(), guide.raw_scales[ABUNDANCE_SITE].detach()
+        self.loc_sum = loc.clone() if self.loc_sum is None else self.loc_sum.add_(loc)
+        self.raw_sum = raw.clone() if self.raw_sum is None else self.raw_sum.add_(raw)
+        self.count += 1
+
+    def mean(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.loc_sum / self.count, softplus(self.raw_sum / self.count)
 
 
 def main() -> None:
@@ -54,6 +81,8 @@ def main() -> None:
     parser.add_argument("--scale-lr-factor", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--average-from", type=int, nargs="*", default=[],
+                        help="Also score the guide averaged over the epochs after each of these.")
     parser.add_argument("--label", default="", help="Suffix of the CSV's name (trace<label>_seed<seed>.csv).")
     args = parser.parse_args()
 
@@ -69,8 +98,12 @@ def main() -> None:
                                      lr=args.lr, lr_final=args.lr_final, scale_lr_factor=args.scale_lr_factor)
     barcodes = pd.Index(adata.obs["barcode"].astype(str))
     rows: list[dict] = []
+    tails = {start: TailAverage() for start in args.average_from}
 
     def record(done: int, guide: MeanFieldGuide) -> None:
+        for start, tail in tails.items():
+            if done > start:
+                tail.add(guide)
         if done % args.every:
             return
         mean, q05 = abundance_tables(guide, barcodes, table.columns)
@@ -82,6 +115,11 @@ def main() -> None:
     elbo = np.asarray(trained.history.elbo_train)
     for row in rows:
         row["neg_elbo"] = float(elbo[row["epoch"] - args.every:row["epoch"]].mean())
+    for start, tail in tails.items():
+        loc, scale = tail.mean()
+        mean, q05 = lognormal_tables(loc, scale, barcodes, table.columns)
+        rows.append({"epoch": f"mean of {start + 1}-{len(elbo)}", **score(truth, mean, q05), **count_split(truth, mean),
+                     "neg_elbo": float(elbo[start:].mean())})
     result = pd.DataFrame(rows)
     out = args.data / f"trace{args.label}_seed{args.seed}.csv"
     result.to_csv(out, index=False)
