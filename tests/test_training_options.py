@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from cell2location_nf.inference.svi import Schedule, plateaued, run_svi
+from cell2location_nf.inference.svi import Schedule, lr_scheduler, plateaued, run_svi
 from cell2location_nf.inference.warm_start import poisson_nmf
 
 
@@ -74,6 +74,31 @@ def test_training_stops_on_plateau_and_decays_the_learning_rate():
                       schedule=Schedule(lr_final=0.01, tol=1e-6, window=50, min_epochs=200))
     assert history.stopped_early and 200 <= len(history.elbo_train) < 5000
     assert abs(param.item() - 3.0) < 1e-2
+
+
+def _rates(schedule: Schedule, lr: float, n_epochs: int) -> list[float]:
+    """The learning rate of each epoch as run_svi's scheduler sets it, for two parameter groups."""
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(1))]},
+              {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": lr * 0.5}]
+    optimizer = torch.optim.Adam(groups, lr=lr)
+    scheduler = lr_scheduler(optimizer, schedule, lr, n_epochs)
+    rates = []
+    for _ in range(n_epochs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        assert optimizer.param_groups[1]["lr"] == pytest.approx(rates[-1] * 0.5)  # the scales keep their factor
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+    return rates
+
+
+def test_warm_up_raises_the_rate_linearly_then_decays_to_the_final_rate():
+    rates = _rates(Schedule(lr_final=0.001, warmup_epochs=4), lr=0.1, n_epochs=11)
+    assert rates[:4] == pytest.approx([0.025, 0.05, 0.075, 0.1])
+    assert rates[4:] == pytest.approx([0.1 * 0.01 ** (k / 6) for k in range(7)])  # ends at lr_final
+    assert _rates(Schedule(warmup_epochs=2), lr=0.1, n_epochs=4) == pytest.approx([0.05, 0.1, 0.1, 0.1])
+    without = _rates(Schedule(lr_final=0.001), lr=0.1, n_epochs=11)
+    assert without == pytest.approx([0.1 * 0.01 ** (k / 10) for k in range(11)])  # the decay as before
 
 
 def test_schedules_are_presets_that_explicit_options_override():

@@ -64,6 +64,8 @@ def export_options(fn):
               help="Override the schedule: start abundances from Poisson NMF with fixed signatures, or not.")
 @click.option("--lr-final", type=float, default=None,
               help="Override the schedule's final learning rate (exponential decay from --lr).")
+@click.option("--lr-warmup", type=int, default=None,
+              help="Epochs of linear learning-rate warm-up to --lr before the decay (default 0).")
 @click.option("--tol", type=float, default=None,
               help="Stop when the mean -ELBO over 200 epochs improves by less than this (relative).")
 @click.option("--min-epochs", type=int, default=1000, show_default=True, help="Never stop (--tol) before this.")
@@ -79,13 +81,14 @@ def export_options(fn):
 @checkpoint_options
 def map_spatial_cmd(signatures, spatial, n_cells_per_location, per_type_expression, prefix, outdir,
                     use_quantiles, num_samples, schedule, max_epochs, batch_size, lr, clip_norm, detection_alpha,
-                    a_factors_per_location, b_groups_per_location, n_groups, warm_start, lr_final, tol,
+                    a_factors_per_location, b_groups_per_location, n_groups, warm_start, lr_final, lr_warmup, tol,
                     min_epochs, elbo, scale_lr_factor, compile_, device, seed, checkpoint_dir,
                     checkpoint_every) -> None:
     """Estimate absolute cell abundances of every cell type at every location, all samples jointly."""
     adata, table = load_inputs(signatures, spatial, n_cells_per_location)
     settings = settings_for_schedule(
-        schedule, n_obs=adata.n_obs, max_epochs=max_epochs, lr=lr, lr_final=lr_final, warm_start=warm_start,
+        schedule, n_obs=adata.n_obs, max_epochs=max_epochs, lr=lr, lr_final=lr_final, lr_warmup=lr_warmup,
+        warm_start=warm_start,
         scale_lr_factor=scale_lr_factor, batch_size=batch_size or None, seed=seed, device=device,
         clip_norm=clip_norm, detection_alpha=detection_alpha,
         A_factors_per_location=a_factors_per_location, B_groups_per_location=b_groups_per_location,

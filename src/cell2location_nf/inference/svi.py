@@ -40,11 +40,14 @@ class Schedule:
     """Optional learning-rate decay and stopping rule; the defaults reproduce upstream (constant lr, all epochs).
 
     ``lr_final``: the learning rate decays exponentially from ``lr`` to ``lr_final`` over the epochs.
+    ``warmup_epochs``: first raise the learning rate linearly to ``lr`` over these epochs (the decay then
+    runs over the rest), so Adam's first, sign-like steps are small.
     ``tol``: stop once the mean -ELBO of the last ``window`` epochs improved on the window before by less
     than ``tol`` (relative), but not before ``min_epochs``.
     """
 
     lr_final: float | None = None
+    warmup_epochs: int = 0
     tol: float | None = None
     window: int = 200
     min_epochs: int = 1000
@@ -77,6 +80,30 @@ def _adam(params, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, TypeError):
         return torch.optim.Adam(params, lr=lr)
+
+
+def lr_factor(epoch: int, schedule: Schedule, lr: float, n_epochs: int) -> float:
+    """The learning rate of ``epoch`` (0-based) relative to ``lr``: linear warm-up, then exponential decay."""
+    warmup = schedule.warmup_epochs
+    if epoch < warmup:
+        return (epoch + 1) / warmup
+    if schedule.lr_final is None or n_epochs - 1 <= warmup:
+        return 1.0
+    return (schedule.lr_final / lr) ** ((epoch - warmup) / (n_epochs - 1 - warmup))
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule, lr: float, n_epochs: int):
+    """The per-epoch scheduler of ``schedule``; None for a constant rate.
+
+    Without warm-up it is torch's ExponentialLR, as before the warm-up existed, so those runs and their
+    checkpoints stay as they were.
+    """
+    if schedule.warmup_epochs > 0:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, schedule, lr, n_epochs))
+    if schedule.lr_final is not None and n_epochs > 1:
+        gamma = (schedule.lr_final / lr) ** (1 / (n_epochs - 1))
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
+    return None
 
 
 def format_eta(seconds: float) -> str:
@@ -157,10 +184,7 @@ def run_svi(
     else:
         optimizer = _adam(guide.parameters(), lr)
     loss_fn = loss_fn or Trace_ELBO().differentiable_loss
-    scheduler = None
-    if schedule.lr_final is not None and n_epochs > 1:
-        gamma = (schedule.lr_final / lr) ** (1 / (n_epochs - 1))
-        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
+    scheduler = lr_scheduler(optimizer, schedule, lr, n_epochs)
     log_every = log_every or max(1, n_epochs // 20)
     first_epoch = 0
     if checkpoint is not None and checkpoint.exists():

@@ -111,6 +111,7 @@ class MappingSettings:
     elbo: str = "fused"  # "fused": models/mapping_elbo.py (same objective, faster); "pyro": Trace_ELBO
     warm_start: bool = False  # start w_sf from Poisson NMF with fixed signatures instead of the prior mean
     lr_final: float | None = None  # exponential learning-rate decay from lr to lr_final
+    lr_warmup: int = 0  # epochs of linear learning-rate warm-up before the decay (see inference.svi.Schedule)
     tol: float | None = None  # stop when the -ELBO plateaus (see inference.svi.Schedule)
     min_epochs: int = 1000
     schedule: str = "upstream"  # the preset the epoch/lr/warm-start settings came from (recorded, not used)
@@ -265,7 +266,8 @@ def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: Mapping
              settings.lr, settings.lr_final or settings.lr, settings.scale_lr_factor, device)
     if settings.elbo not in LOSSES:
         raise ValueError(f"elbo must be one of {sorted(LOSSES)}, got {settings.elbo!r}")
-    schedule = Schedule(lr_final=settings.lr_final, tol=settings.tol, min_epochs=settings.min_epochs)
+    schedule = Schedule(lr_final=settings.lr_final, warmup_epochs=settings.lr_warmup, tol=settings.tol,
+                        min_epochs=settings.min_epochs)
     loss_fn = LOSSES[settings.elbo]
     if use_compile(settings, adata.n_obs, adata.n_vars):
         log.info("Compiling the objective with torch.compile (once; cached for later runs)")
@@ -433,7 +435,8 @@ def mapping_summary(trained: TrainedMapping, qc: ad.AnnData, observed: np.ndarra
         "locations": trained.adata.n_obs, "genes": trained.adata.n_vars, "cell_types": trained.signatures.shape[1],
         "batches": trained.model.n_batches, "epochs": len(trained.history.elbo_train),
         "schedule": trained.settings.schedule, "lr": trained.settings.lr, "lr_final": trained.settings.lr_final,
-        "scale_lr_factor": trained.settings.scale_lr_factor, "warm_start": trained.settings.warm_start,
+        "lr_warmup": trained.settings.lr_warmup, "scale_lr_factor": trained.settings.scale_lr_factor,
+        "warm_start": trained.settings.warm_start,
         "batch_size": trained.settings.batch_size,
         "final_elbo": trained.history.elbo_train[-1], "runtime_s": round(trained.history.seconds, 2),
         "device": trained.device, "detection_alpha": trained.settings.detection_alpha,
