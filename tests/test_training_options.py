@@ -101,6 +101,20 @@ def test_warm_up_raises_the_rate_linearly_then_decays_to_the_final_rate():
     assert without == pytest.approx([0.1 * 0.01 ** (k / 10) for k in range(11)])  # the decay as before
 
 
+def test_a_negative_warm_up_is_refused_before_any_input_is_read(tmp_path):
+    from click.testing import CliRunner
+
+    from cell2location_nf.cli import cli
+
+    signatures, spatial = tmp_path / "signatures.csv", tmp_path / "sample.h5ad"
+    signatures.write_text("not read")
+    spatial.write_text("not read")
+    result = CliRunner().invoke(cli, ["map-spatial", "--signatures", str(signatures), "--lr-warmup", "-1",
+                                      "--outdir", str(tmp_path / "m"), str(spatial)])
+    assert result.exit_code == 2 and "--lr-warmup" in result.output and ">=0" in result.output
+    assert not (tmp_path / "m").exists()
+
+
 def test_schedules_are_presets_that_explicit_options_override():
     from cell2location_nf.stages.mapping import SCHEDULES, settings_for_schedule
 

@@ -64,7 +64,7 @@ def export_options(fn):
               help="Override the schedule: start abundances from Poisson NMF with fixed signatures, or not.")
 @click.option("--lr-final", type=float, default=None,
               help="Override the schedule's final learning rate (exponential decay from --lr).")
-@click.option("--lr-warmup", type=int, default=None,
+@click.option("--lr-warmup", type=click.IntRange(min=0), default=None,
               help="Epochs of linear learning-rate warm-up to --lr before the decay (default 0).")
 @click.option("--tol", type=float, default=None,
               help="Stop when the mean -ELBO over 200 epochs improves by less than this (relative).")

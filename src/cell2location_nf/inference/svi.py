@@ -95,8 +95,8 @@ def lr_factor(epoch: int, schedule: Schedule, lr: float, n_epochs: int) -> float
 def lr_scheduler(optimizer: torch.optim.Optimizer, schedule: Schedule, lr: float, n_epochs: int):
     """The per-epoch scheduler of ``schedule``; None for a constant rate.
 
-    Without warm-up it is torch's ExponentialLR, as before the warm-up existed, so those runs and their
-    checkpoints stay as they were.
+    Without warm-up it is torch's ExponentialLR, as before the warm-up existed: its running product of
+    ``gamma`` differs from ``lr_factor``'s power in the last bits, so those runs still repeat bit for bit.
     """
     if schedule.warmup_epochs > 0:
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, schedule, lr, n_epochs))

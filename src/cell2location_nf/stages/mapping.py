@@ -260,10 +260,11 @@ def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: Mapping
     guide = MeanFieldGuide(init, local_sites=LOCAL_SITES).to(device)
     data = _LocationBatches(adata.X, batch_index, model.n_batches, settings.batch_size, device, settings.seed)
     log.info("Mapping model: %d locations x %d genes, %d cell types, %d batches; detection mean %.4g, "
-             "detection alpha %g; schedule %s: %d epochs, batch size %s, lr %g -> %s (scales x %g), device %s",
+             "detection alpha %g; schedule %s: %d epochs, batch size %s, lr %g -> %s (scales x %g, warm-up %d "
+             "epochs), device %s",
              adata.n_obs, adata.n_vars, signatures.shape[1], model.n_batches, model.detection_mean,
              settings.detection_alpha, settings.schedule, settings.max_epochs, settings.batch_size or "all",
-             settings.lr, settings.lr_final or settings.lr, settings.scale_lr_factor, device)
+             settings.lr, settings.lr_final or settings.lr, settings.scale_lr_factor, settings.lr_warmup, device)
     if settings.elbo not in LOSSES:
         raise ValueError(f"elbo must be one of {sorted(LOSSES)}, got {settings.elbo!r}")
     schedule = Schedule(lr_final=settings.lr_final, warmup_epochs=settings.lr_warmup, tol=settings.tol,
