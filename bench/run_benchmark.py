@@ -38,6 +38,8 @@ HERE = Path(__file__).resolve().parent
 UPSTREAM_PYTHON = Path(os.environ.get("C2L_BENCH_UPSTREAM_PYTHON", HERE / ".venv-upstream" / "bin" / "python"))
 OURS = [sys.executable, "-m", "cell2location_nf"]
 UPSTREAM_DEFAULT_EPOCHS = 30000
+METRIC_COLUMNS = ["pearson_all", "pearson_per_type", "rmse_proportions", "jsd_mean", "jsd_median", "aupr_presence",
+                  "absolute_scale"]
 
 
 def available_tools(tools: list[str]) -> list[str]:
@@ -58,10 +60,19 @@ def gpu_memory_used_mib() -> float | None:
         return None
 
 
+class ToolFailedError(RuntimeError):
+    """A measured command exited non-zero; ``cost`` holds its wall time and peak memory up to then."""
+
+    def __init__(self, message: str, returncode: int, cost: dict[str, float]) -> None:
+        super().__init__(message)
+        self.returncode, self.cost = returncode, cost
+
+
 def run_measured(cmd: list[str], log_path: Path, threads: int, gpu: bool = False) -> dict[str, float]:
     """Run a command, sampling the peak RSS of its whole process tree; returns wall seconds and peak MiB.
 
     With ``gpu``, also the peak GPU memory it added (nvidia-smi's memory in use minus that before the start).
+    Raises ToolFailedError (with the cost so far) when the command fails, e.g. when the kernel kills it for memory.
     """
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     gpu_base = gpu_memory_used_mib() if gpu else None
@@ -78,11 +89,11 @@ def run_measured(cmd: list[str], log_path: Path, threads: int, gpu: bool = False
             if gpu_base is not None:
                 gpu_peak = max(gpu_peak, (gpu_memory_used_mib() or gpu_base) - gpu_base)
             time.sleep(0.5)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[:4]} failed (exit {proc.returncode}); see {log_path}")
     cost = {"wall_s": round(time.perf_counter() - start, 1), "peak_rss_mib": round(peak / 2**20, 1)}
     if gpu_base is not None:
         cost["peak_gpu_mib"] = round(gpu_peak)
+    if proc.returncode != 0:
+        raise ToolFailedError(f"{cmd[:4]} failed (exit {proc.returncode}); see {log_path}", proc.returncode, cost)
     return cost
 
 
@@ -148,6 +159,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--num-samples", type=int, default=1000)
+    parser.add_argument("--upstream-export-batch", type=int, default=None,
+                        help="Locations per batch in upstream's export (default: all at once, as its tutorial "
+                             "does; its library default is 2048).")
     parser.add_argument("--rerun-upstream", action="store_true", help="Run upstream even if a result exists.")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="Where both tools train and export (cuda: the first GPU; result folders end in _cuda).")
@@ -183,12 +197,25 @@ def main() -> None:
                        *args.our_args.split(), *spatial]
             else:
                 name_ = "upstream"
-                out = data / f"upstream{where}_seed{seed}_epochs{args.upstream_epochs}"
+                batch = args.upstream_export_batch
+                out = data / (f"upstream{where}_seed{seed}_epochs{args.upstream_epochs}"
+                              + (f"_export{batch}" if batch else ""))
                 cmd = [str(UPSTREAM_PYTHON), str(HERE / "upstream_map.py"), *common, "--max-epochs",
                        str(args.upstream_epochs), "--accelerator", "gpu" if args.device == "cuda" else "cpu",
-                       "--outdir", str(out), *spatial]
-            row = run_tool(name_, cmd, out, seed, args.threads, reuse=tool == "upstream" and not args.rerun_upstream,
-                           device=args.device)
+                       *(["--export-batch-size", str(batch)] if batch else []), "--outdir", str(out), *spatial]
+            try:
+                row = run_tool(name_, cmd, out, seed, args.threads,
+                               reuse=tool == "upstream" and not args.rerun_upstream, device=args.device)
+            except ToolFailedError as failure:
+                # keep going: a tool that runs out of memory is a result, and the other rows still count
+                print(f"{failure} (peak RSS {failure.cost['peak_rss_mib']:.0f} MiB; exit -9 is the kernel's "
+                      "kill, usually for memory)", file=sys.stderr, flush=True)
+                results.append({"tool": name_, "seed": seed, "threads": args.threads, "device": args.device,
+                                **failure.cost, "failed": f"exit {failure.returncode}", "reused": False,
+                                "epochs": args.epochs if tool == "ours" else args.upstream_epochs,
+                                "wall_s_default": float("nan")})
+                print(json.dumps(results[-1]), flush=True)
+                continue
             row["epochs"] = _epochs_run(out) if tool == "ours" else args.upstream_epochs
             row["wall_s_default"] = row["wall_s"] if tool == "ours" else upstream_wall_at_default(
                 row["wall_s"], out / "log.txt", args.upstream_epochs)
@@ -210,8 +237,11 @@ def main() -> None:
               f"default {UPSTREAM_DEFAULT_EPOCHS} (start-up and export as measured, training per epoch as measured); "
               "speed-up is against that.\n")
     gpu = ["peak_gpu_mib"] if "peak_gpu_mib" in table else []
-    columns = ["tool", "seed", "epochs", "reused", "wall_s", "wall_s_default", "speed-up", "peak_rss_mib", *gpu,
-               *metrics]
+    failed = ["failed"] if "failed" in table else []
+    if failed:
+        table["failed"] = table["failed"].fillna("")
+    columns = ["tool", "seed", "epochs", "reused", *failed, "wall_s", "wall_s_default", "speed-up", "peak_rss_mib",
+               *gpu, *(c for c in METRIC_COLUMNS if c in table)]
     print(markdown_table(table[columns]))
 
 

@@ -22,6 +22,8 @@ def main() -> None:
     parser.add_argument("--detection-alpha", type=float, default=20.0)
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--export-batch-size", type=int, default=None,
+                        help="Locations per batch when sampling the posterior (default: all, as the tutorial does).")
     parser.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("spatial", nargs="+")
     args = parser.parse_args()
@@ -47,7 +49,7 @@ def main() -> None:
     model.train(max_epochs=args.max_epochs, batch_size=None, train_size=1, accelerator=args.accelerator)
     print(f"upstream training: {time.perf_counter() - start:.1f} s", file=sys.stderr)
     adata = model.export_posterior(adata, sample_kwargs={"num_samples": args.num_samples,
-                                                         "batch_size": adata.n_obs,
+                                                         "batch_size": args.export_batch_size or adata.n_obs,
                                                          "accelerator": args.accelerator})
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
