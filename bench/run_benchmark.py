@@ -208,8 +208,9 @@ def main() -> None:
                                reuse=tool == "upstream" and not args.rerun_upstream, device=args.device)
             except ToolFailedError as failure:
                 # keep going: a tool that runs out of memory is a result, and the other rows still count
-                print(f"{failure} (peak RSS {failure.cost['peak_rss_mib']:.0f} MiB; exit -9 is the kernel's "
-                      "kill, usually for memory)", file=sys.stderr, flush=True)
+                killed = " (SIGKILL: the kernel's out-of-memory killer, usually)" if failure.returncode == -9 else ""
+                print(f"{failure}{killed}; peak RSS {failure.cost['peak_rss_mib']:.0f} MiB",
+                      file=sys.stderr, flush=True)
                 results.append({"tool": name_, "seed": seed, "threads": args.threads, "device": args.device,
                                 **failure.cost, "failed": f"exit {failure.returncode}", "reused": False,
                                 "epochs": args.epochs if tool == "ours" else args.upstream_epochs,
