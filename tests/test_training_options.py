@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -74,6 +77,32 @@ def test_training_stops_on_plateau_and_decays_the_learning_rate():
                       schedule=Schedule(lr_final=0.01, tol=1e-6, window=50, min_epochs=200))
     assert history.stopped_early and 200 <= len(history.elbo_train) < 5000
     assert abs(param.item() - 3.0) < 1e-2
+
+
+def _noisy_quadratic_run(schedule: Schedule, n_epochs: int) -> list[float]:
+    """-ELBO history of a seeded toy fit whose loss carries one-draw noise, as the mapping's does."""
+    torch.manual_seed(0)
+    guide = torch.nn.Module()
+    guide.p = torch.nn.Parameter(torch.tensor(0.0))
+
+    def loss_fn(model, guide_, step):
+        return (guide_.p - 3.0) ** 2 + 100.0 + 0.01 * torch.randn(())
+
+    return run_svi(None, guide, lambda epoch: [(epoch,)], n_epochs=n_epochs, lr=0.01, loss_fn=loss_fn,
+                   schedule=schedule).elbo_train
+
+
+def test_replaying_the_plateau_rule_on_a_full_run_finds_where_a_tol_run_stops():
+    """bench/stopping_rule.py's premise: a run without --tol tells where the same seed with --tol stops."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import stopping_rule
+    rule = Schedule(tol=1e-5, window=50, min_epochs=100)
+    full = _noisy_quadratic_run(Schedule(), 2000)
+    stopped = _noisy_quadratic_run(rule, 2000)
+    assert 100 <= len(stopped) < 2000
+    assert stopping_rule.stop_epoch(full, rule) == len(stopped)
+    assert full[:len(stopped)] == stopped
+    assert stopping_rule.stop_epoch([1000.0 - i for i in range(500)], rule) is None  # still falling: no stop
 
 
 def _rates(schedule: Schedule, lr: float, n_epochs: int) -> list[float]:
