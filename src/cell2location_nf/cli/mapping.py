@@ -67,7 +67,9 @@ def export_options(fn):
 @click.option("--lr-warmup", type=click.IntRange(min=0), default=None,
               help="Epochs of linear learning-rate warm-up to --lr before the decay (default 0).")
 @click.option("--tol", type=float, default=None,
-              help="Stop when the mean -ELBO over 200 epochs improves by less than this (relative).")
+              help="Stop when the mean -ELBO over 200 epochs improves by less than this (relative). Off in "
+                   "every preset: the -ELBO flattens within its noise before the abundances settle "
+                   "(docs/usage.md).")
 @click.option("--min-epochs", type=int, default=1000, show_default=True, help="Never stop (--tol) before this.")
 @click.option("--elbo", type=click.Choice(["fused", "pyro"]), default="fused", show_default=True,
               help="Objective implementation: fused torch (faster) or pyro's Trace_ELBO (same objective).")
