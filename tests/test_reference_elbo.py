@@ -18,6 +18,7 @@ from .objective_checks import assert_same_objective, assert_same_results, value_
 
 def _problem(covariates: bool, seed: int = 0, n_obs: int = 40, n_genes: int = 15, n_types: int = 3):
     rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)  # the guide's offsets below and the tests' noise draws: the same whatever ran before
     labels = rng.integers(0, n_types, size=n_obs)
     batches = rng.integers(0, 2, size=n_obs)
     cov = np.column_stack([rng.integers(0, 2, size=n_obs), 2 + rng.integers(0, 3, size=n_obs)]) if covariates \
@@ -93,9 +94,11 @@ def test_objective_summed_per_design_group_equals_the_per_cell_sum(covariates):
     noise = {name: torch.randn_like(guide.locs[name]) for name in guide.site_names}
     csr = sp.csr_matrix(x_all.numpy())
     per_cell, grouped = RowNonzeros(csr), RowNonzeros(csr, groups=groups)
+    # float32 sums in another order: gradients of alpha_g_inverse reach ~4e3 in magnitude and are sums of
+    # terms that size, so a small entry may differ by a few 1e-3 (seen over torch seeds 0-39: up to 2.3e-3)
     assert_same_objective(guide, lambda: negative_elbo(model, guide, *batch, noise=noise, nonzeros=per_cell),
                           lambda: negative_elbo(model, guide, *batch, noise=noise, nonzeros=grouped),
-                          value_rtol=1e-6, grad_rtol=1e-4, grad_atol=1e-4)
+                          value_rtol=1e-6, grad_rtol=1e-4, grad_atol=1e-2)
 
 
 @pytest.mark.parametrize("grouped", [False, True])
