@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -92,9 +91,9 @@ def _noisy_quadratic_run(schedule: Schedule, n_epochs: int) -> list[float]:
                    schedule=schedule).elbo_train
 
 
-def test_replaying_the_plateau_rule_on_a_full_run_finds_where_a_tol_run_stops():
+def test_replaying_the_plateau_rule_on_a_full_run_finds_where_a_tol_run_stops(monkeypatch):
     """bench/stopping_rule.py's premise: a run without --tol tells where the same seed with --tol stops."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
     import stopping_rule
     rule = Schedule(tol=1e-5, window=50, min_epochs=100)
     full = _noisy_quadratic_run(Schedule(), 2000)
