@@ -27,6 +27,7 @@ from cell2location_nf.stages.mapping import (
     export_mapping,
     load_mapping,
     save_mapping,
+    start_composition,
     train_mapping,
 )
 from cell2location_nf.stages.mapping_inputs import align_genes, check_aligned, combine_samples, drop_empty_locations
@@ -99,6 +100,32 @@ def test_initial_values_are_prior_means_as_upstream(inputs):
     expected = (ours["w_sf"] @ model.cell_state * ours["m_g"]).sum(1) * ours["detection_y_s"][:, 0]
     observed_mean = float(np.asarray(small.X.sum(axis=1)).mean())
     assert torch.allclose(expected.mean(), torch.tensor(observed_mean), rtol=1e-4)
+
+
+def test_composition_start_moves_only_the_split_between_types(inputs, test_data):
+    """The fast preset's start: each location's cells at the prior mean, a share of the split from Poisson NMF."""
+    _, _, _, adata, signatures = inputs
+    model = build_model(adata, signatures, MappingSettings(), torch.device("cpu"))
+    batch = adata.obs["batch"].cat.codes.to_numpy().astype(np.int64)
+    prior = model.initial_values(batch)
+    starts = {}
+    for share in (0.0, 0.2, 1.0):
+        init = model.initial_values(batch)
+        start_composition(init, adata.X, model, share)
+        for site in SITES:
+            if site != "w_sf":
+                assert torch.equal(init[site], prior[site]), site
+        torch.testing.assert_close(init["w_sf"].sum(dim=1, keepdim=True), prior["n_s_cells_per_location"])
+        starts[share] = init["w_sf"]
+    torch.testing.assert_close(starts[0.0], prior["w_sf"])
+    n_types = signatures.shape[1]
+    assert float(starts[0.2].min()) >= 0.8 * 9 / n_types * (1 - 1e-6)  # four fifths of the uniform start stay
+    torch.testing.assert_close(starts[0.2], 0.8 * prior["w_sf"] + 0.2 * starts[1.0])
+    # the NMF split follows the planted cells: per-location proportions correlate with the truth's
+    truth = _truth(test_data, adata.obs_names)[list(signatures.columns)].to_numpy()
+    truth_share = truth / truth.sum(axis=1, keepdims=True).clip(min=1e-9)
+    nmf_share = (starts[1.0] / 9).numpy()
+    assert np.corrcoef(nmf_share.ravel(), truth_share.ravel())[0, 1] > 0.9
 
 
 def test_detection_mean_is_upstreams_formula():
@@ -201,6 +228,8 @@ def test_cli_maps_and_reexports(inputs, tmp_path):
     args = ["--signatures", str(signatures), "--num-samples", "20", *map(str, paths)]
     mapped = runner.invoke(cli, ["map-spatial", "--max-epochs", "5", "--outdir", str(tmp_path / "m"), *args])
     assert mapped.exit_code == 0, mapped.output
+    summary = json.loads((tmp_path / "m" / "mapping.training_summary.json").read_text())
+    assert (summary["schedule"], summary["composition_start"]) == ("fast", 0.2)
     again = runner.invoke(cli, ["export-mapping", "--model", str(tmp_path / "m" / "mapping.mapping_model.h5"),
                                 "--outdir", str(tmp_path / "e"), *args])
     assert again.exit_code == 0, again.output
@@ -285,4 +314,4 @@ def test_fast_schedule_on_minibatches_is_recorded_in_the_summary(inputs, tmp_pat
     assert summary["schedule"] == "fast-minibatch" and summary["batch_size"] == adata.n_obs // 3
     assert (summary["epochs"], summary["lr"], summary["lr_final"]) == (
         FAST_MINIBATCH["max_epochs"], *minibatch_lr(adata.n_obs, adata.n_obs // 3))
-    assert summary["warm_start"] is True
+    assert summary["warm_start"] is True and summary["composition_start"] == 0.0  # the full NMF start wins

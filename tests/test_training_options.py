@@ -129,6 +129,21 @@ def test_warm_up_raises_the_rate_linearly_then_decays_to_the_final_rate():
     assert without == pytest.approx([0.1 * 0.01 ** (k / 10) for k in range(11)])  # the decay as before
 
 
+@pytest.mark.parametrize("share", ["-0.1", "1.5"])
+def test_a_composition_share_outside_0_to_1_is_refused_before_any_input_is_read(tmp_path, share):
+    from click.testing import CliRunner
+
+    from cell2location_nf.cli import cli
+
+    signatures, spatial = tmp_path / "signatures.csv", tmp_path / "sample.h5ad"
+    signatures.write_text("not read")
+    spatial.write_text("not read")
+    result = CliRunner().invoke(cli, ["map-spatial", "--signatures", str(signatures), "--composition-start", share,
+                                      "--outdir", str(tmp_path / "m"), str(spatial)])
+    assert result.exit_code == 2 and "--composition-start" in result.output and "0<=x<=1" in result.output
+    assert not (tmp_path / "m").exists()
+
+
 def test_a_negative_warm_up_is_refused_before_any_input_is_read(tmp_path):
     from click.testing import CliRunner
 
@@ -157,8 +172,10 @@ def test_schedules_are_presets_that_explicit_options_override():
     # the fast preset as validated in bench/RESULTS.md ("Four seeds per set"); the guide's scales
     # train at their lower rate in full batch only; upstream keeps one rate
     full = settings_for_schedule("fast")
-    assert (full.max_epochs, full.lr, full.lr_final, full.scale_lr_factor, full.warm_start) == (
-        9000, 0.04, 0.012, 0.35, False)
+    assert (full.max_epochs, full.lr, full.lr_final, full.scale_lr_factor, full.warm_start,
+            full.composition_start) == (9000, 0.04, 0.012, 0.35, False, 0.2)
+    assert upstream.composition_start == 0.0  # upstream's exact start, every site at its prior mean
+    assert settings_for_schedule("fast", composition_start=0.0).composition_start == 0.0
     assert upstream.scale_lr_factor == 1.0
     assert settings_for_schedule("fast", scale_lr_factor=1.0).scale_lr_factor == 1.0
     assert settings_for_schedule("fast", n_obs=20000, batch_size=500).scale_lr_factor == 1.0

@@ -62,6 +62,10 @@ def export_options(fn):
 @click.option("--n-groups", type=int, default=50, show_default=True)
 @click.option("--warm-start/--no-warm-start", default=None,
               help="Override the schedule: start abundances from Poisson NMF with fixed signatures, or not.")
+@click.option("--composition-start", type=click.FloatRange(0.0, 1.0), default=None,
+              help="Override the schedule: share of each location's starting cell-type composition taken from "
+                   "Poisson NMF with fixed signatures, the rest uniform; totals start at the prior mean "
+                   "(fast: 0.2, upstream: 0; ignored with --warm-start).")
 @click.option("--lr-final", type=float, default=None,
               help="Override the schedule's final learning rate (exponential decay from --lr).")
 @click.option("--lr-warmup", type=click.IntRange(min=0), default=None,
@@ -83,14 +87,14 @@ def export_options(fn):
 @checkpoint_options
 def map_spatial_cmd(signatures, spatial, n_cells_per_location, per_type_expression, prefix, outdir,
                     use_quantiles, num_samples, schedule, max_epochs, batch_size, lr, clip_norm, detection_alpha,
-                    a_factors_per_location, b_groups_per_location, n_groups, warm_start, lr_final, lr_warmup, tol,
-                    min_epochs, elbo, scale_lr_factor, compile_, device, seed, checkpoint_dir,
+                    a_factors_per_location, b_groups_per_location, n_groups, warm_start, composition_start, lr_final,
+                    lr_warmup, tol, min_epochs, elbo, scale_lr_factor, compile_, device, seed, checkpoint_dir,
                     checkpoint_every) -> None:
     """Estimate absolute cell abundances of every cell type at every location, all samples jointly."""
     adata, table = load_inputs(signatures, spatial, n_cells_per_location)
     settings = settings_for_schedule(
         schedule, n_obs=adata.n_obs, max_epochs=max_epochs, lr=lr, lr_final=lr_final, lr_warmup=lr_warmup,
-        warm_start=warm_start,
+        warm_start=warm_start, composition_start=composition_start,
         scale_lr_factor=scale_lr_factor, batch_size=batch_size or None, seed=seed, device=device,
         clip_norm=clip_norm, detection_alpha=detection_alpha,
         A_factors_per_location=a_factors_per_location, B_groups_per_location=b_groups_per_location,

@@ -63,8 +63,10 @@ SCHEDULES: dict[str, dict] = {
     # validated against upstream in bench/RESULTS.md (issue 5); the guide's scales at 0.35 of the learning rate
     # slow the drift of the absolute scale, and ending the decay at 0.012 rather than 0.002 lets the split of
     # each spot's counts between cells and detection converge further (RESULTS.md, "A slower end of the decay";
-    # chosen over 0.006 with 0.42 in "Four seeds per set")
-    "fast": {"max_epochs": 9000, "lr": 0.04, "lr_final": 0.012, "warm_start": False, "scale_lr_factor": 0.35},
+    # chosen over 0.006 with 0.42 in "Four seeds per set"); a fifth of each location's starting composition from
+    # Poisson NMF keeps similar types from trading abundance on the optimiser's random path ("A composition start")
+    "fast": {"max_epochs": 9000, "lr": 0.04, "lr_final": 0.012, "warm_start": False, "scale_lr_factor": 0.35,
+             "composition_start": 0.2},
 }
 # 'fast' when training on minibatches of locations (--batch-size below the number of locations): 100 epochs
 # and a learning rate that falls with the number of minibatches per epoch (minibatch_lr), from the Poisson-NMF
@@ -110,6 +112,7 @@ class MappingSettings:
     n_groups: int = 50
     elbo: str = "fused"  # "fused": models/mapping_elbo.py (same objective, faster); "pyro": Trace_ELBO
     warm_start: bool = False  # start w_sf from Poisson NMF with fixed signatures instead of the prior mean
+    composition_start: float = 0.0  # share of w_sf's starting composition from Poisson NMF (totals at the prior mean)
     lr_final: float | None = None  # exponential learning-rate decay from lr to lr_final
     lr_warmup: int = 0  # epochs of linear learning-rate warm-up before the decay (see inference.svi.Schedule)
     tol: float | None = None  # stop when the -ELBO plateaus (see inference.svi.Schedule)
@@ -238,6 +241,20 @@ def warm_start_abundance(init: dict[str, torch.Tensor], x, model: MappingModel) 
              float(init["n_s_cells_per_location"].median()))
 
 
+def start_composition(init: dict[str, torch.Tensor], x, model: MappingModel, share: float) -> None:
+    """Blend w_sf's starting composition: ``share`` from Poisson NMF with fixed signatures, the rest uniform.
+
+    Each location keeps its prior-mean total of cells and every other site its prior mean, so only the split
+    between cell types starts from the data; the totals, detection and gene scales are left to training (a
+    full NMF start settles them at a joint fit whose absolute scale then drifts low: bench/RESULTS.md).
+    """
+    w, _ = poisson_nmf(x, model.cell_state, init["detection_y_s"], model.n_cells)
+    composition = w / w.sum(dim=1, keepdim=True)
+    uniform = 1.0 / composition.shape[1]
+    init["w_sf"] = init["n_s_cells_per_location"] * ((1.0 - share) * uniform + share * composition)
+    log.info("Composition start: %g of each location's starting composition from Poisson NMF", share)
+
+
 def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: MappingSettings | None = None,
                   source: str = "signatures", checkpoint: Checkpoint | None = None,
                   on_epoch: Callable[[int, MeanFieldGuide], None] | None = None) -> TrainedMapping:
@@ -255,8 +272,12 @@ def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: Mapping
     model = build_model(adata, signatures, settings, device)
     batch_index = batch_codes(adata)
     init = model.initial_values(batch_index)
+    if not 0.0 <= settings.composition_start <= 1.0:
+        raise ValueError(f"composition_start must be between 0 and 1, got {settings.composition_start}")
     if settings.warm_start:
         warm_start_abundance(init, adata.X, model)
+    elif settings.composition_start > 0:
+        start_composition(init, adata.X, model, settings.composition_start)
     guide = MeanFieldGuide(init, local_sites=LOCAL_SITES).to(device)
     data = _LocationBatches(adata.X, batch_index, model.n_batches, settings.batch_size, device, settings.seed)
     log.info("Mapping model: %d locations x %d genes, %d cell types, %d batches; detection mean %.4g, "
@@ -438,6 +459,7 @@ def mapping_summary(trained: TrainedMapping, qc: ad.AnnData, observed: np.ndarra
         "schedule": trained.settings.schedule, "lr": trained.settings.lr, "lr_final": trained.settings.lr_final,
         "lr_warmup": trained.settings.lr_warmup, "scale_lr_factor": trained.settings.scale_lr_factor,
         "warm_start": trained.settings.warm_start,
+        "composition_start": 0.0 if trained.settings.warm_start else trained.settings.composition_start,
         "batch_size": trained.settings.batch_size,
         "final_elbo": trained.history.elbo_train[-1], "runtime_s": round(trained.history.seconds, 2),
         "device": trained.device, "detection_alpha": trained.settings.detection_alpha,
