@@ -17,26 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cell2location_nf.cli.mapping import load_inputs
-from cell2location_nf.stages.mapping import (
-    batch_codes,
-    build_model,
-    settings_for_schedule,
-    start_composition,
-)
+from cell2location_nf.stages.mapping import batch_codes, build_model, settings_for_schedule, start_composition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_benchmark import mean_cells_per_spot, read_truth  # noqa: E402
+from trace_training import load_benchmark_set  # noqa: E402
 
 
 def time_start(data: Path, repeats: int) -> list[float]:
     """Seconds of each timed composition start on the benchmark set in ``data``."""
-    signatures = data / "signatures" / "reference.signatures.csv"
-    spatial = sorted(data.glob("sample_*.h5ad"))
-    if not signatures.exists() or not spatial:
-        sys.exit(f"{data}: no benchmark set with signatures here; run bench/run_benchmark.py for it first.")
-    n_cells = mean_cells_per_spot(read_truth(data, [p.stem for p in spatial]))
-    adata, table = load_inputs(str(signatures), tuple(map(str, spatial)), n_cells)
+    _, adata, table, _ = load_benchmark_set(data)
     settings = settings_for_schedule("fast", n_obs=adata.n_obs)
     model = build_model(adata, table, settings, torch.device("cpu"))
     batch = batch_codes(adata)

@@ -21,6 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
@@ -69,6 +70,18 @@ class TailAverage:
         return self.loc_sum / self.count, softplus(self.raw_sum / self.count)
 
 
+def load_benchmark_set(data: Path) -> tuple[Path, ad.AnnData, pd.DataFrame, pd.DataFrame]:
+    """(signatures file, spatial data, signatures table, truth) of a set ``run_benchmark.py`` made, loaded as
+    ``map-spatial`` loads them with the same N; exits with a message when the set is not there."""
+    signatures = data / "signatures" / "reference.signatures.csv"
+    spatial = sorted(data.glob("sample_*.h5ad"))
+    if not signatures.exists() or not spatial:
+        sys.exit(f"{data}: no benchmark set with signatures here; run bench/run_benchmark.py for it first.")
+    truth = read_truth(data, [p.stem for p in spatial])
+    adata, table = load_inputs(str(signatures), tuple(map(str, spatial)), mean_cells_per_spot(truth))
+    return signatures, adata, table, truth
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=HERE / "work" / "800x1000x12",
@@ -86,14 +99,8 @@ def main() -> None:
     parser.add_argument("--label", default="", help="Suffix of the CSV's name (trace<label>_seed<seed>.csv).")
     args = parser.parse_args()
 
-    signatures = args.data / "signatures" / "reference.signatures.csv"
-    spatial = sorted(args.data.glob("sample_*.h5ad"))
-    if not signatures.exists() or not spatial:
-        sys.exit(f"{args.data}: no benchmark set with signatures here; run bench/run_benchmark.py for it first.")
     torch.set_num_threads(args.threads)
-    truth = read_truth(args.data, [p.stem for p in spatial])
-    n_cells = mean_cells_per_spot(truth)
-    adata, table = load_inputs(str(signatures), tuple(map(str, spatial)), n_cells)
+    signatures, adata, table, truth = load_benchmark_set(args.data)
     settings = settings_for_schedule(args.schedule, adata.n_obs, seed=args.seed, max_epochs=args.max_epochs,
                                      lr=args.lr, lr_final=args.lr_final, scale_lr_factor=args.scale_lr_factor)
     barcodes = pd.Index(adata.obs["barcode"].astype(str))

@@ -176,6 +176,9 @@ def test_schedules_are_presets_that_explicit_options_override():
             full.composition_start) == (9000, 0.04, 0.012, 0.35, False, 0.2)
     assert upstream.composition_start == 0.0  # upstream's exact start, every site at its prior mean
     assert settings_for_schedule("fast", composition_start=0.0).composition_start == 0.0
+    assert settings_for_schedule("fast", warm_start=True).composition_share == 0.0  # the full NMF start sets w_sf
+    with pytest.raises(ValueError, match="composition_start must be between 0 and 1, got 1.5"):
+        settings_for_schedule("fast", composition_start=1.5)
     assert upstream.scale_lr_factor == 1.0
     assert settings_for_schedule("fast", scale_lr_factor=1.0).scale_lr_factor == 1.0
     assert settings_for_schedule("fast", n_obs=20000, batch_size=500).scale_lr_factor == 1.0

@@ -121,6 +121,16 @@ class MappingSettings:
     scale_lr_factor: float = 1.0  # learning rate of the guide's scales relative to lr
     compile: bool | None = None  # torch.compile the objective; None: when the run is long (COMPILE_WORK)
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.composition_start <= 1.0:
+            raise ValueError(f"composition_start must be between 0 and 1, got {self.composition_start}")
+
+    @property
+    def composition_share(self) -> float:
+        """The share of w_sf's starting composition from Poisson NMF that training uses: none after the full
+        NMF start (``warm_start``), which sets w_sf whole."""
+        return 0.0 if self.warm_start else self.composition_start
+
     def hyperparameters(self) -> MappingHyperparameters:
         return MappingHyperparameters(A_factors_per_location=self.A_factors_per_location,
                                       B_groups_per_location=self.B_groups_per_location, n_groups=self.n_groups)
@@ -272,12 +282,10 @@ def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: Mapping
     model = build_model(adata, signatures, settings, device)
     batch_index = batch_codes(adata)
     init = model.initial_values(batch_index)
-    if not 0.0 <= settings.composition_start <= 1.0:
-        raise ValueError(f"composition_start must be between 0 and 1, got {settings.composition_start}")
     if settings.warm_start:
         warm_start_abundance(init, adata.X, model)
-    elif settings.composition_start > 0:
-        start_composition(init, adata.X, model, settings.composition_start)
+    if settings.composition_share > 0:
+        start_composition(init, adata.X, model, settings.composition_share)
     guide = MeanFieldGuide(init, local_sites=LOCAL_SITES).to(device)
     data = _LocationBatches(adata.X, batch_index, model.n_batches, settings.batch_size, device, settings.seed)
     log.info("Mapping model: %d locations x %d genes, %d cell types, %d batches; detection mean %.4g, "
@@ -459,7 +467,7 @@ def mapping_summary(trained: TrainedMapping, qc: ad.AnnData, observed: np.ndarra
         "schedule": trained.settings.schedule, "lr": trained.settings.lr, "lr_final": trained.settings.lr_final,
         "lr_warmup": trained.settings.lr_warmup, "scale_lr_factor": trained.settings.scale_lr_factor,
         "warm_start": trained.settings.warm_start,
-        "composition_start": 0.0 if trained.settings.warm_start else trained.settings.composition_start,
+        "composition_start": trained.settings.composition_share,
         "batch_size": trained.settings.batch_size,
         "final_elbo": trained.history.elbo_train[-1], "runtime_s": round(trained.history.seconds, 2),
         "device": trained.device, "detection_alpha": trained.settings.detection_alpha,
