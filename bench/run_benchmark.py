@@ -107,6 +107,19 @@ def mean_cells_per_spot(truth: pd.DataFrame) -> float:
     return round(float(truth.sum(axis=1).mean()), 1)
 
 
+def failed_row(tool: str, seed: int, args: argparse.Namespace, cost: dict[str, float], why: str,
+               epochs: int | None) -> dict:
+    """A results row for a run that gave no estimates: its cost up to the end, no metrics."""
+    return {"tool": tool, "seed": seed, "threads": args.threads, "device": args.device, **cost, "failed": why,
+            "reused": False, "epochs": epochs, "wall_s_default": float("nan")}
+
+
+def missing_estimates(folder: Path, samples: list[str]) -> list[Path]:
+    """The estimate tables a finished run should have left in ``folder`` but did not."""
+    wanted = [folder / f"{s}.cell_abundance_{kind}.csv" for s in samples for kind in ("means", "q05")]
+    return [path for path in wanted if not path.exists()]
+
+
 def read_estimates(folder: Path, samples: list[str], kind: str, ours: bool) -> pd.DataFrame:
     tables = []
     for sample in samples:
@@ -203,6 +216,7 @@ def main() -> None:
                 cmd = [str(UPSTREAM_PYTHON), str(HERE / "upstream_map.py"), *common, "--max-epochs",
                        str(args.upstream_epochs), "--accelerator", "gpu" if args.device == "cuda" else "cpu",
                        *(["--export-batch-size", str(batch)] if batch else []), "--outdir", str(out), *spatial]
+            epochs_asked = args.epochs if tool == "ours" else args.upstream_epochs
             try:
                 row = run_tool(name_, cmd, out, seed, args.threads,
                                reuse=tool == "upstream" and not args.rerun_upstream, device=args.device)
@@ -211,10 +225,17 @@ def main() -> None:
                 killed = " (SIGKILL: the kernel's out-of-memory killer, usually)" if failure.returncode == -9 else ""
                 print(f"{failure}{killed}; peak RSS {failure.cost['peak_rss_mib']:.0f} MiB",
                       file=sys.stderr, flush=True)
-                results.append({"tool": name_, "seed": seed, "threads": args.threads, "device": args.device,
-                                **failure.cost, "failed": f"exit {failure.returncode}", "reused": False,
-                                "epochs": args.epochs if tool == "ours" else args.upstream_epochs,
-                                "wall_s_default": float("nan")})
+                results.append(failed_row(name_, seed, args, failure.cost, f"exit {failure.returncode}", epochs_asked))
+                print(json.dumps(results[-1]), flush=True)
+                continue
+            missing = missing_estimates(out, samples)
+            if missing:
+                # upstream (PyTorch Lightning) exits 0 when stopped by SIGTERM, e.g. by a session's end
+                print(f"{name_} exited without {missing[0].name} in {out} (stopped?); see {out / 'log.txt'}",
+                      file=sys.stderr, flush=True)
+                cost = {k: row[k] for k in ("wall_s", "peak_rss_mib", "peak_gpu_mib") if k in row}
+                (out / "result.json").unlink(missing_ok=True)  # never reuse a stopped run
+                results.append(failed_row(name_, seed, args, cost, "no output", epochs_asked))
                 print(json.dumps(results[-1]), flush=True)
                 continue
             row["epochs"] = _epochs_run(out) if tool == "ours" else args.upstream_epochs
