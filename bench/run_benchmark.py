@@ -114,16 +114,21 @@ def failed_row(tool: str, seed: int, args: argparse.Namespace, cost: dict[str, f
             "reused": False, "epochs": epochs, "wall_s_default": float("nan")}
 
 
+def estimate_table(folder: Path, sample: str, kind: str) -> Path:
+    """Where both tools' runs leave one sample's abundance estimates (``kind``: means or q05)."""
+    return folder / f"{sample}.cell_abundance_{kind}.csv"
+
+
 def missing_estimates(folder: Path, samples: list[str]) -> list[Path]:
     """The estimate tables a finished run should have left in ``folder`` but did not."""
-    wanted = [folder / f"{s}.cell_abundance_{kind}.csv" for s in samples for kind in ("means", "q05")]
+    wanted = [estimate_table(folder, s, kind) for s in samples for kind in ("means", "q05")]
     return [path for path in wanted if not path.exists()]
 
 
 def read_estimates(folder: Path, samples: list[str], kind: str, ours: bool) -> pd.DataFrame:
     tables = []
     for sample in samples:
-        table = pd.read_csv(folder / f"{sample}.cell_abundance_{kind}.csv", index_col=0)
+        table = pd.read_csv(estimate_table(folder, sample, kind), index_col=0)
         if ours:
             table = table.set_index("barcode")
         tables.append(table)
