@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zlib
 
 import anndata as ad
 import numpy as np
@@ -26,6 +27,7 @@ from cell2location_nf.stages.mapping import (
     build_model,
     export_mapping,
     load_mapping,
+    posterior_summaries,
     save_mapping,
     start_composition,
     train_mapping,
@@ -204,6 +206,22 @@ def test_output_keys_match_upstream(trained, tmp_path):
     np.testing.assert_allclose(q05[types].to_numpy(), adata.obsm["q05_cell_abundance_w_sf"].to_numpy(), rtol=1e-6)
     for name in ("history", "reconstruction", "spatial_qc"):
         assert files[name].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_u_sf_is_w_sf_times_each_types_total_mrna_drawn_jointly(trained):
+    """u_sf = w_sf Σ_g g_fg m_g per draw: the export's matmul against the definition on the same random stream."""
+    n = 40
+    got = posterior_summaries(trained, num_samples=n)
+    guide, cell_state = trained.guide, trained.model.cell_state
+    gen = torch.Generator().manual_seed(trained.settings.seed + zlib.crc32(b"u_sf_mRNA_factors"))
+    m_g = guide.sample_site("m_g", n, gen)  # (n, 1, G)
+    loc, scale = guide.locs["w_sf"].detach(), guide.scale("w_sf").detach()
+    assert n * loc.numel() <= 8_000_000, "the export draws these locations in one chunk, as below"
+    w_sf = torch.exp(loc + scale * torch.randn((n, *loc.shape), generator=gen))
+    u = w_sf * (cell_state * m_g).sum(-1)[:, None, :]  # (n, locations, types), every gene's product summed
+    np.testing.assert_allclose(got["means"]["u_sf_mRNA_factors"], u.mean(0).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(got["q05"]["u_sf_mRNA_factors"], torch.quantile(u, 0.05, dim=0).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(got["q95"]["u_sf_mRNA_factors"], torch.quantile(u, 0.95, dim=0).numpy(), rtol=1e-5)
 
 
 def test_quantile_export(trained, tmp_path):

@@ -314,7 +314,7 @@ def _u_sf_summaries(trained: TrainedMapping, num_samples: int, quantiles: tuple[
     device = guide.locs["w_sf"].device
     gen = torch.Generator(device=device).manual_seed(seed + zlib.crc32(b"u_sf_mRNA_factors"))
     m_g = guide.sample_site("m_g", num_samples, gen)  # (n, 1, G)
-    totals = (trained.model.cell_state.unsqueeze(0) * m_g).sum(-1)  # (n, F)
+    totals = m_g[:, 0, :] @ trained.model.cell_state.T  # (n, F); a matmul, never an (n, F, G) product in memory
     loc, scale = guide.locs["w_sf"].detach(), guide.scale("w_sf").detach()
     levels = {q: parse_quantile_name(q) for q in quantiles}
     chunk = max(1, MAX_CHUNK_VALUES // (num_samples * loc.shape[1]))
