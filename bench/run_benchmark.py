@@ -69,8 +69,11 @@ class ToolFailedError(RuntimeError):
 
 
 def run_measured(cmd: list[str], log_path: Path, threads: int, gpu: bool = False) -> dict[str, float]:
-    """Run a command, sampling the peak RSS of its whole process tree; returns wall seconds and peak MiB.
+    """Run a command and measure its peak RSS; returns wall seconds and peak MiB.
 
+    The peak is the larger of the process tree's RSS summed every 0.5 s (compile or loader workers
+    included) and the kernel's high-water mark of the command's largest process, which a short spike
+    between two samples cannot escape (``ru_maxrss`` from ``wait4``).
     With ``gpu``, also the peak GPU memory it added (nvidia-smi's memory in use minus that before the start).
     Raises ToolFailedError (with the cost so far) when the command fails, e.g. when the kernel kills it for memory.
     """
@@ -80,7 +83,12 @@ def run_measured(cmd: list[str], log_path: Path, threads: int, gpu: bool = False
     with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         root = psutil.Process(proc.pid)
-        while proc.poll() is None:
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                peak = max(peak, usage.ru_maxrss * 1024)  # Linux reports KiB
+                break
             try:
                 rss = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
                 peak = max(peak, rss)
