@@ -28,8 +28,9 @@ cat "$out/gpu.txt"
 status=0
 "$python" bench/run_benchmark.py --grid 40 50 --n-genes 10000 --n-types 34 --seeds 0 --threads 4 --device cuda \
     --tools ours "$@" 2>&1 | tee "$out/target4.txt" || status=$?
-run=$(ls -td bench/work/4000x10000x34/ours*seed* 2>/dev/null | head -n 1 || true)
-for f in "$run/result.json" "$run/log.txt" bench/work/4000x10000x34/signatures/log.txt; do
+# the newest run, in bench/work or in a --workdir below it (bench/work/dev, as bench/RESULTS.md's GPU runs)
+run=$(ls -td bench/work/4000x10000x34/ours*seed* bench/work/*/4000x10000x34/ours*seed* 2>/dev/null | head -n 1 || true)
+for f in "$run/result.json" "$run/log.txt" "$run/mapping.training_summary.json" "$(dirname "$run")/signatures/log.txt"; do
     [ -f "$f" ] && cp "$f" "$out/$(basename "$(dirname "$f")")_$(basename "$f")"
 done
 exit "$status"

@@ -8,11 +8,29 @@ from collections.abc import Callable
 
 # Compile in this process: a pool of compile workers costs seconds to start and stop, and our few small
 # graphs are compiled once per run (or read from inductor's on-disk cache). An explicit setting wins.
+USER_SET_COMPILE_THREADS = "TORCHINDUCTOR_COMPILE_THREADS" in os.environ
 os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 import torch  # noqa: E402
 
 log = logging.getLogger(__name__)
+
+GPU_COMPILE_THREADS = 8  # a cap: the objective has a few dozen kernels, and each worker is a process
+
+
+def compile_threads_for(device: torch.device) -> int:
+    """Compile workers for ``device``: on CUDA, Triton compiles each kernel for seconds, and one by one
+    that was a minute of a 2.5-minute run on a fresh machine; on CPU one (see above). The user's wins."""
+    if USER_SET_COMPILE_THREADS or device.type != "cuda":
+        return int(os.environ["TORCHINDUCTOR_COMPILE_THREADS"])
+    return max(1, min(GPU_COMPILE_THREADS, len(os.sched_getaffinity(0))))
+
+
+def prepare_compile(device: torch.device) -> None:
+    """Set inductor's compile workers for the device that training runs on (before its first compile)."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.compile_threads = compile_threads_for(device)
 
 
 class CompiledOrEager:

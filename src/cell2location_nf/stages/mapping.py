@@ -31,6 +31,7 @@ from ..export.posterior import (
     summarise_draws,
 )
 from ..inference.checkpoint import Checkpoint
+from ..inference.compile import prepare_compile
 from ..inference.device import resolve_device
 from ..inference.svi import Schedule, TrainingHistory, run_svi, seed_everything
 from ..inference.warm_start import poisson_nmf
@@ -301,6 +302,7 @@ def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: Mapping
     loss_fn = LOSSES[settings.elbo]
     if use_compile(settings, adata.n_obs, adata.n_vars):
         log.info("Compiling the objective with torch.compile (once; cached for later runs)")
+        prepare_compile(device)
         loss_fn = partial(negative_elbo, use_compile=True)
     history = run_svi(model, guide, data, settings.max_epochs, settings.lr, settings.clip_norm, name="mapping",
                       loss_fn=loss_fn, schedule=schedule, scale_lr_factor=settings.scale_lr_factor,

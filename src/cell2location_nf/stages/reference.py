@@ -20,6 +20,7 @@ from ..errors import InputError
 from ..export.mod import mod_header
 from ..export.posterior import analytic_quantiles, central_summary, sampled_summaries
 from ..inference.checkpoint import Checkpoint
+from ..inference.compile import prepare_compile
 from ..inference.device import resolve_device
 from ..inference.svi import TrainingHistory, run_svi, seed_everything
 from ..io.model_store import load_model, save_model
@@ -149,6 +150,7 @@ def loss_function(settings: ReferenceSettings, x, design: ReferenceDesign, n_epo
     compiled = settings.compile if settings.compile is not None else work >= COMPILE_WORK
     if compiled:
         log.info("Compiling the reference objective with torch.compile (once; cached for later runs)")
+        prepare_compile(device)
     groups = cell_groups(design)
     cells_per_step = min(settings.batch_size or x.shape[0], x.shape[0])
     grouped = groups.n_groups < cells_per_step
