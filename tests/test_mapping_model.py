@@ -19,6 +19,7 @@ from pyro.infer.autoguide.initialization import InitMessenger, init_to_mean, ini
 
 from cell2location_nf.cli import cli
 from cell2location_nf.errors import InputError
+from cell2location_nf.export.posterior import MAX_CHUNK_VALUES
 from cell2location_nf.models.mapping import LOCAL_SITES, detection_mean_from_data
 from cell2location_nf.preprocessing.gene_filter import GeneFilterCutoffs
 from cell2location_nf.preprocessing.prepare import prepare_reference, prepare_spatial
@@ -216,7 +217,7 @@ def test_u_sf_is_w_sf_times_each_types_total_mrna_drawn_jointly(trained):
     gen = torch.Generator().manual_seed(trained.settings.seed + zlib.crc32(b"u_sf_mRNA_factors"))
     m_g = guide.sample_site("m_g", n, gen)  # (n, 1, G)
     loc, scale = guide.locs["w_sf"].detach(), guide.scale("w_sf").detach()
-    assert n * loc.numel() <= 8_000_000, "the export draws these locations in one chunk, as below"
+    assert n * loc.numel() <= MAX_CHUNK_VALUES, "the export draws these locations in one chunk, as below"
     w_sf = torch.exp(loc + scale * torch.randn((n, *loc.shape), generator=gen))
     u = w_sf * (cell_state * m_g).sum(-1)[:, None, :]  # (n, locations, types), every gene's product summed
     np.testing.assert_allclose(got["means"]["u_sf_mRNA_factors"], u.mean(0).numpy(), rtol=1e-5)
