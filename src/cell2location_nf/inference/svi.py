@@ -196,6 +196,42 @@ def run_svi(
     return history
 
 
+# Epochs between reads of the step losses from the device (see PendingLosses); a diverged run is caught at
+# the next read, so at most this many epochs late, and still before any checkpoint or export.
+READ_LOSSES_EVERY = 50
+
+
+class PendingLosses:
+    """Step losses kept as device tensors until they are needed, then read in one transfer.
+
+    ``loss.item()`` after every step makes the host wait for the device to finish that step before it may queue
+    the next one; on a GPU the launch work of step n+1 could otherwise run while step n computes. The values
+    (float32 losses, summed per epoch in Python) are the same as reading each at once.
+    """
+
+    def __init__(self) -> None:
+        self.epochs: list[tuple[int, list[torch.Tensor], float]] = []
+
+    def add(self, epoch: int, losses: list[torch.Tensor], lr: float) -> None:
+        self.epochs.append((epoch, losses, lr))
+
+    def read_into(self, history: TrainingHistory, name: str, n_epochs: int) -> None:
+        """Append each pending epoch's mean −ELBO to ``history``; raise at the first epoch that is not finite."""
+        if not self.epochs:
+            return
+        values = iter(torch.stack([loss for _, losses, _ in self.epochs for loss in losses]).tolist())
+        for epoch, losses, lr in self.epochs:
+            mean = sum(next(values) for _ in losses) / len(losses)
+            history.elbo_train.append(mean)
+            if not math.isfinite(mean):
+                self.epochs.clear()
+                raise TrainingDivergedError(
+                    f"{name}: the -ELBO became {mean} at epoch {epoch + 1}/{n_epochs} (learning rate {lr:.3g}): "
+                    "training diverged and nothing was exported. Train again with a lower learning rate (the "
+                    "command's --lr; pipeline: --map_lr for the mapping), or with larger minibatches.")
+        self.epochs.clear()
+
+
 def _epochs(model, guide, epoch_batches, epochs: range, optimizer, scheduler, loss_fn, clip_norm,
             history: TrainingHistory, name: str, log_every: int, schedule: Schedule, checkpoint: Checkpoint | None,
             terminated: list[bool], on_epoch: Callable[[int], None] | None = None) -> None:
@@ -203,6 +239,7 @@ def _epochs(model, guide, epoch_batches, epochs: range, optimizer, scheduler, lo
     n_epochs = epochs.stop
     start = time.perf_counter()
     seconds_before = history.seconds
+    pending = PendingLosses()
     for epoch in epochs:
         losses = []
         for args in epoch_batches(epoch):
@@ -212,21 +249,20 @@ def _epochs(model, guide, epoch_batches, epochs: range, optimizer, scheduler, lo
             if clip_norm is not None:
                 torch.nn.utils.clip_grad_norm_(guide.parameters(), clip_norm)
             optimizer.step()
-            losses.append(loss.item())
-        history.elbo_train.append(sum(losses) / len(losses))
-        if not math.isfinite(history.elbo_train[-1]):
-            raise TrainingDivergedError(
-                f"{name}: the -ELBO became {history.elbo_train[-1]} at epoch {epoch + 1}/{n_epochs} (learning rate "
-                f"{optimizer.param_groups[0]['lr']:.3g}): training diverged and nothing was exported. Train again "
-                "with a lower learning rate (the command's --lr; pipeline: --map_lr for the mapping), or with "
-                "larger minibatches.")
+            losses.append(loss.detach())
+        pending.add(epoch, losses, optimizer.param_groups[0]["lr"])
         if scheduler is not None:
             scheduler.step()
-        stop = plateaued(history.elbo_train, schedule)
         done = epoch + 1
+        log_now = done % log_every == 0 or done == n_epochs
+        checkpoint_now = checkpoint is not None and done % checkpoint.every == 0 and done < n_epochs
+        if (schedule.tol is not None or log_now or checkpoint_now or terminated[0]
+                or done % READ_LOSSES_EVERY == 0):
+            pending.read_into(history, name, n_epochs)
+        stop = plateaued(history.elbo_train, schedule)
         if on_epoch is not None:
             on_epoch(done)
-        periodic = checkpoint is not None and done % checkpoint.every == 0 and done < n_epochs and not stop
+        periodic = checkpoint_now and not stop
         if periodic or terminated[0]:
             history.seconds = seconds_before + time.perf_counter() - start
             checkpoint.save(_training_state(done, guide, optimizer, scheduler, history, epoch_batches))
@@ -234,7 +270,7 @@ def _epochs(model, guide, epoch_batches, epochs: range, optimizer, scheduler, lo
             log.warning("%s: SIGTERM received; checkpoint saved after epoch %d/%d, stopping", name, done, n_epochs)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
-        if (epoch + 1) % log_every == 0 or epoch + 1 == n_epochs or stop:
+        if log_now or stop:
             elapsed = time.perf_counter() - start
             rate = (epoch + 1 - epochs.start) / elapsed
             log.info("%s epoch %d/%d  -ELBO %.4e  (%.2f epochs/s, ETA %s)", name, epoch + 1, n_epochs,
@@ -244,4 +280,5 @@ def _epochs(model, guide, epoch_batches, epochs: range, optimizer, scheduler, lo
                      name, schedule.tol, schedule.window, epoch + 1)
             history.stopped_early = True
             break
+    pending.read_into(history, name, n_epochs)
     history.seconds = seconds_before + time.perf_counter() - start
