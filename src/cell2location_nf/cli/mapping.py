@@ -20,7 +20,7 @@ from ..stages.mapping import (
     train_mapping,
 )
 from ..stages.mapping_inputs import align_genes, combine_samples, drop_empty_locations
-from .options import checkpoint_options, posterior_export_options
+from .options import checkpoint_options, compile_cache_option, posterior_export_options
 
 
 def load_inputs(signatures_path: str, spatial: tuple[str, ...], default_n_cells: float):
@@ -85,6 +85,7 @@ def export_options(fn):
 @click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @checkpoint_options
+@compile_cache_option
 def map_spatial_cmd(signatures, spatial, n_cells_per_location, per_type_expression, prefix, outdir,
                     use_quantiles, num_samples, schedule, max_epochs, batch_size, lr, clip_norm, detection_alpha,
                     a_factors_per_location, b_groups_per_location, n_groups, warm_start, composition_start, lr_final,

@@ -30,3 +30,17 @@ def checkpoint_options(fn):
                            "from the checkpoint of the same inputs and settings, and removes it on success. "
                            "s3://, gs:// and az:// work through a Fusion mount. Default: no checkpoints.")(fn)
     return fn
+
+
+def compile_cache_option(fn):
+    """--compile-cache-dir: applied while parsing, before anything compiles (see inference/compile.py)."""
+
+    def apply(ctx, param, value):
+        from ..inference.compile import use_compile_cache
+
+        use_compile_cache(value)
+
+    return click.option("--compile-cache-dir", default=None, expose_value=False, callback=apply,
+                        help="Folder for torch.compile's compiled kernels, shared by later runs and tasks so they "
+                             "skip compiling (seconds to a minute). s3://, gs:// and az:// work through a Fusion "
+                             "mount. Default: torch's ($TORCHINDUCTOR_CACHE_DIR, else a folder in /tmp).")(fn)

@@ -10,7 +10,7 @@ import click
 from ..inference.checkpoint import checkpoint_for
 from ..inference.device import DEVICE_CHOICES
 from ..stages.reference import ReferenceSettings, export_reference, load_reference, save_reference, train_reference
-from .options import checkpoint_options, posterior_export_options
+from .options import checkpoint_options, compile_cache_option, posterior_export_options
 
 
 def _keys_from(adata: ad.AnnData, labels_key, batch_key, covariate_keys):
@@ -45,6 +45,7 @@ def _keys_from(adata: ad.AnnData, labels_key, batch_key, covariate_keys):
 @click.option("--compile/--no-compile", "compile_", default=None,
               help="torch.compile the objective (default: when cells x genes x epochs >= 5e9).")
 @checkpoint_options
+@compile_cache_option
 @posterior_export_options("reference")
 def train_reference_cmd(reference, labels_key, batch_key, categorical_covariate_keys, max_epochs, batch_size, lr,
                         clip_norm, min_cells_per_label, device, seed, elbo, compile_, checkpoint_dir, checkpoint_every,

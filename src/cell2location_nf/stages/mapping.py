@@ -31,7 +31,7 @@ from ..export.posterior import (
     summarise_draws,
 )
 from ..inference.checkpoint import Checkpoint
-from ..inference.compile import prepare_compile
+from ..inference.compile import log_compile_cache_use, prepare_compile
 from ..inference.device import resolve_device
 from ..inference.svi import Schedule, TrainingHistory, run_svi, seed_everything
 from ..inference.warm_start import poisson_nmf
@@ -307,6 +307,7 @@ def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: Mapping
     history = run_svi(model, guide, data, settings.max_epochs, settings.lr, settings.clip_norm, name="mapping",
                       loss_fn=loss_fn, schedule=schedule, scale_lr_factor=settings.scale_lr_factor,
                       checkpoint=checkpoint, on_epoch=None if on_epoch is None else lambda done: on_epoch(done, guide))
+    log_compile_cache_use("mapping")
     return TrainedMapping(adata, signatures, guide, model, settings, history, str(device))
 
 

@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..export.mod import mod_header
 from ..export.posterior import analytic_quantiles, central_summary, sampled_summaries
 from ..inference.checkpoint import Checkpoint
-from ..inference.compile import prepare_compile
+from ..inference.compile import log_compile_cache_use, prepare_compile
 from ..inference.device import resolve_device
 from ..inference.svi import TrainingHistory, run_svi, seed_everything
 from ..io.model_store import load_model, save_model
@@ -189,6 +189,7 @@ def train_reference(adata: ad.AnnData, labels_key: str, batch_key: str | None, c
     guide.to(device)
     history = run_svi(model, guide, data, n_epochs, settings.lr, settings.clip_norm, name="reference",
                       loss_fn=loss_fn, checkpoint=checkpoint)
+    log_compile_cache_use("reference")
     keys = {"labels_key": labels_key, "batch_key": batch_key or "", "categorical_covariate_keys": covariate_keys}
     return TrainedReference(adata, design, guide, keys, settings, history, str(device))
 

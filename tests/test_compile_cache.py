@@ -1,0 +1,58 @@
+"""The compile cache: a second task reads the compiled objective from --compile-cache-dir instead of compiling."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from cell2location_nf.inference import compile as compile_settings
+
+CLI = [str(Path(sys.executable).parent / "cell2location-nf")]
+CACHE_LINE = re.compile(r"mapping: (\d+) compiled graphs read from the compile cache \((.+)\), (\d+) compiled now")
+
+
+def _map_compiled(results: Path, outdir: Path, cache: Path) -> tuple[int, str, int]:
+    spatial = sorted(str(p) for p in (results / "spatial").glob("*/*.prepared.h5ad"))
+    command = [*CLI, "map-spatial", "--signatures", str(results / "reference" / "reference.signatures.csv"),
+               "--outdir", str(outdir), "--max-epochs", "30", "--num-samples", "20", "--n-cells-per-location", "9",
+               "--compile", "--compile-cache-dir", str(cache), *spatial]
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (line,) = CACHE_LINE.findall(result.stderr)
+    return int(line[0]), line[1], int(line[2])
+
+
+def test_a_second_run_reads_the_compiled_objective_from_the_cache(test_profile_run, tmp_path):
+    workdir, _ = test_profile_run
+    results, cache = workdir / "results", tmp_path / "compile-cache"
+    read, folder, compiled = _map_compiled(results, tmp_path / "first", cache)
+    assert (read, folder) == (0, str(cache.resolve())) and compiled > 0
+    assert any(cache.iterdir())
+    read_again, _, compiled_again = _map_compiled(results, tmp_path / "second", cache)
+    assert (read_again, compiled_again) == (compiled, 0)
+    for table in sorted((tmp_path / "first").glob("*.cell_abundance_*.csv")):  # the cached kernels compute the same
+        pd.testing.assert_frame_equal(pd.read_csv(table), pd.read_csv(tmp_path / "second" / table.name))
+
+
+def test_the_pipelines_training_tasks_keep_their_cache_in_the_work_directory(test_profile_run):
+    workdir, _ = test_profile_run
+    assert (workdir / "work" / "compile-cache").is_dir()  # created by the tasks, from --compile-cache-dir
+
+
+def test_an_unwritable_cache_folder_only_turns_the_cache_off(tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "before"))
+    with caplog.at_level(logging.WARNING):
+        assert compile_settings.use_compile_cache(str(blocker / "cache")) is None
+    assert "Compile cache off" in caplog.text and str(blocker / "cache") in caplog.text
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "before")
+    assert compile_settings.use_compile_cache(str(tmp_path / "cache")) == tmp_path / "cache"
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str((tmp_path / "cache").resolve())
