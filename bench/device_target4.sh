@@ -6,8 +6,12 @@
 # Then, through the device tool (run), carrying .whl (and bench/work/4000x10000x34 to reuse its data):
 #   bash bench/device_target4.sh
 # Extra arguments go to bench/run_benchmark.py (say --epochs 100 for a quick check). Results (table,
-# result.json, logs) land in $OUT, or bench/device_out when OUT is unset.
+# result.json, logs) land in $OUT, or bench/device_out when OUT is unset. A first argument --profile-step
+# also times one training step per objective implementation afterwards (bench/profile_step.py, 300 steps
+# on the same data), among them the loss read after every step against every 50 steps.
 set -euo pipefail
+profile=0
+if [ "${1:-}" = --profile-step ]; then profile=1; shift; fi
 cd "$(dirname "$0")/.."
 out=${OUT:-bench/device_out}
 mkdir -p "$out"
@@ -33,4 +37,11 @@ run=$(ls -td bench/work/4000x10000x34/ours*seed* bench/work/*/4000x10000x34/ours
 for f in "$run/result.json" "$run/log.txt" "$run/mapping.training_summary.json" "$(dirname "$run")/signatures/log.txt"; do
     [ -f "$f" ] && cp "$f" "$out/$(basename "$(dirname "$f")")_$(basename "$f")"
 done
+if [ "$profile" = 1 ]; then
+    workdir=bench/work
+    args=("$@")
+    for i in "${!args[@]}"; do [ "${args[$i]}" = --workdir ] && workdir=${args[$((i + 1))]}; done
+    "$python" bench/profile_step.py --workdir "$workdir" --dataset 4000x10000x34 --device cuda --threads 4 \
+        --steps 300 2>&1 | tee "$out/profile_step.txt" || status=$?
+fi
 exit "$status"

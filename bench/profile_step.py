@@ -2,10 +2,13 @@
 
     .venv/bin/python bench/profile_step.py                      # the 800 x 1000 x 12 benchmark set, 1 thread
     .venv/bin/python bench/profile_step.py --dataset 2000x3000x20 --threads 2
+    .venv/bin/python bench/profile_step.py --dataset 4000x10000x34 --device cuda
 
 Implementations: pyro's Trace_ELBO over our model and guide (the path upstream takes), the fused −ELBO
-with its likelihood pass run eagerly, and the same pass compiled with torch.compile. The dataset folder
-is one made by run_benchmark.py (its signatures and samples).
+with its likelihood pass run eagerly, and the same pass compiled with torch.compile. Each reads the step
+losses back every 50 steps, as training does; the last row reads the loss after every step, as training
+did before 2026-12-04 (on a GPU that makes the host wait for each step). The dataset folder is one made by
+run_benchmark.py (its signatures and samples).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import pandas as pd
 import torch
 
 from cell2location_nf.inference.allocator import retain_freed_memory
+from cell2location_nf.inference.svi import READ_LOSSES_EVERY
 from cell2location_nf.models.mapping_elbo import negative_elbo
 from cell2location_nf.stages.mapping import LOSSES, MappingSettings, _LocationBatches, train_mapping
 from cell2location_nf.stages.mapping_inputs import align_genes, combine_samples
@@ -27,20 +31,28 @@ from cell2location_nf.stages.mapping_inputs import align_genes, combine_samples
 HERE = Path(__file__).resolve().parent
 
 
-def time_steps(loss_fn, trained, step_args, steps: int) -> float:
-    """Mean milliseconds per optimisation step after two warm-up steps."""
+def time_steps(loss_fn, trained, step_args, steps: int, read_every: int) -> float:
+    """Mean milliseconds per optimisation step after two warm-up steps, reading the losses every ``read_every``."""
     optimizer = torch.optim.Adam(trained.guide.parameters(), lr=0.002)
+    pending: list[torch.Tensor] = []
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(trained.model, trained.guide, *step_args).backward()
+        loss = loss_fn(trained.model, trained.guide, *step_args)
+        loss.backward()
         optimizer.step()
+        pending.append(loss.detach())
+        if len(pending) >= read_every:
+            torch.stack(pending).tolist()
+            pending.clear()
 
     for _ in range(2):
         step()
     start = time.perf_counter()
     for _ in range(steps):
         step()
+    if pending:  # the device has finished every step once they are read
+        torch.stack(pending).tolist()
     return (time.perf_counter() - start) / steps * 1000
 
 
@@ -50,6 +62,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=HERE / "work")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     retain_freed_memory()  # as training does (inference/svi.py)
@@ -58,17 +71,21 @@ def main() -> None:
     signatures = pd.read_csv(data / "signatures" / "reference.signatures.csv", index_col=0)
     samples = sorted(data.glob("sample_*.h5ad"))
     adata, signatures = align_genes(combine_samples([ad.read_h5ad(p) for p in samples], 10.0), signatures, "sig")
-    trained = train_mapping(adata, signatures, MappingSettings(max_epochs=1, device="cpu", compile=False))
-    loader = _LocationBatches(adata.X, trained.batch_index, trained.model.n_batches, None, torch.device("cpu"), 0)
+    device = torch.device(args.device)
+    trained = train_mapping(adata, signatures, MappingSettings(max_epochs=1, device=args.device, compile=False))
+    loader = _LocationBatches(adata.X, trained.batch_index, trained.model.n_batches, None, device, 0)
     step_args = next(iter(loader(0)))
-    variants = {"pyro Trace_ELBO": LOSSES["pyro"], "fused, eager": negative_elbo,
-                "fused, compiled": partial(negative_elbo, use_compile=True)}
+    compiled = partial(negative_elbo, use_compile=True)
+    variants = {"pyro Trace_ELBO": (LOSSES["pyro"], READ_LOSSES_EVERY),
+                "fused, eager": (negative_elbo, READ_LOSSES_EVERY),
+                "fused, compiled": (compiled, READ_LOSSES_EVERY),
+                "fused, compiled, loss read after every step": (compiled, 1)}
     print(f"{args.dataset}: {adata.n_obs} locations x {adata.n_vars} genes x {signatures.shape[1]} types, "
-          f"{args.threads} thread(s), mean of {args.steps} steps\n")
+          f"{args.threads} thread(s), device {device}, mean of {args.steps} steps\n")
     print("| implementation | ms per step | relative to pyro |\n|---|---|---|")
     reference = None
-    for name, loss_fn in variants.items():
-        ms = time_steps(loss_fn, trained, step_args, args.steps)
+    for name, (loss_fn, read_every) in variants.items():
+        ms = time_steps(loss_fn, trained, step_args, args.steps, read_every)
         reference = reference or ms
         print(f"| {name} | {ms:.1f} | {reference / ms:.1f}x |", flush=True)
 
