@@ -24,7 +24,9 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -76,8 +78,26 @@ def run_measured(cmd: list[str], log_path: Path, threads: int, gpu: bool = False
     between two samples cannot escape (``ru_maxrss`` from ``wait4``).
     With ``gpu``, also the peak GPU memory it added (nvidia-smi's memory in use minus that before the start).
     Raises ToolFailedError (with the cost so far) when the command fails, e.g. when the kernel kills it for memory.
+    Each command compiles from nothing, as a task on a fresh machine does: torch.compile's cache is a new empty
+    folder, removed afterwards (unless TORCHINDUCTOR_CACHE_DIR is set here, or ours gets --compile-cache-dir).
     """
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
+    with cold_compile_cache() as cache_env:
+        return _run_measured(cmd, log_path, threads, gpu, cache_env)
+
+
+@contextmanager
+def cold_compile_cache():
+    """Environment for a command that starts with an empty torch.compile cache (see :func:`run_measured`)."""
+    if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        yield {}
+        return
+    with tempfile.TemporaryDirectory(prefix="c2l-bench-compile-cache-") as folder:
+        yield {"TORCHINDUCTOR_CACHE_DIR": folder}
+
+
+def _run_measured(cmd: list[str], log_path: Path, threads: int, gpu: bool, cache_env: dict) -> dict[str, float]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1",
+               **cache_env)
     gpu_base = gpu_memory_used_mib() if gpu else None
     start, peak, gpu_peak = time.perf_counter(), 0, 0.0
     with log_path.open("w") as log:

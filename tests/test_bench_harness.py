@@ -32,3 +32,24 @@ def test_a_killed_command_reports_the_signal(tmp_path):
         run_measured([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
                      tmp_path / "log.txt", 1)
     assert failure.value.returncode == -9
+
+
+PRINT_CACHE = ("import os, pathlib; d = os.environ['TORCHINDUCTOR_CACHE_DIR']; "
+               "print(d, sorted(pathlib.Path(d).iterdir()))")
+
+
+def test_every_command_compiles_from_an_empty_cache_that_is_removed_after(tmp_path, monkeypatch):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    for run in ("first", "second"):
+        run_measured([sys.executable, "-c", PRINT_CACHE + "; (pathlib.Path(d) / 'kernel').write_text('x')"],
+                     tmp_path / f"{run}.txt", threads=1)
+    first, second = ((tmp_path / f"{run}.txt").read_text().split(" ", 1) for run in ("first", "second"))
+    assert first[1].strip() == second[1].strip() == "[]"  # the second did not see the first's kernel
+    assert first[0] != second[0] and not Path(first[0]).exists() and not Path(second[0]).exists()
+
+
+def test_a_cache_folder_set_by_the_caller_is_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    (tmp_path / "mine").mkdir()
+    run_measured([sys.executable, "-c", PRINT_CACHE], tmp_path / "log.txt", threads=1)
+    assert (tmp_path / "log.txt").read_text().split(" ", 1)[0] == str(tmp_path / "mine")
