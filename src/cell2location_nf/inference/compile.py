@@ -63,9 +63,9 @@ def use_compile_cache(root: str | None) -> Path | None:
     """Keep inductor's compiled kernels under ``root``, a folder later tasks reach too, and return it.
 
     A container's /tmp (torch's default) dies with its task, so every task compiled the objective anew: about
-    31 s of a 2,000-spot CPU mapping (bench/RESULTS.md, "A compile cache"), 39–61 s on a GPU. Object-store URIs
-    work through a Fusion or gcsfuse mount, as checkpoints do. A folder that cannot be written only costs the
-    cache: a warning, and torch's default folder.
+    33 s of compiling, 44 s of wall time, in a 2,000-spot CPU mapping (bench/RESULTS.md, "A compile cache"),
+    39–61 s on a GPU. Object-store URIs work through a Fusion or gcsfuse mount, as checkpoints do. A folder
+    that cannot be written only costs the cache: a warning, and torch's default folder.
     """
     if not root:
         return None
