@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import torch
+from torch._inductor import codecache
 
 from cell2location_nf.inference import compile as compile_settings
 
@@ -35,8 +37,11 @@ def test_a_second_run_reads_the_compiled_objective_from_the_cache(test_profile_r
     read, folder, compiled = _map_compiled(results, tmp_path / "first", cache)
     assert (read, folder) == (0, str(cache.resolve())) and compiled > 0
     assert any(cache.iterdir())
+    headers = {p: p.stat().st_mtime_ns for p in (cache / "precompiled_headers").glob("*.gch")}
+    assert headers  # inductor's precompiled C++ headers are kept with the cache, not in /tmp
     read_again, _, compiled_again = _map_compiled(results, tmp_path / "second", cache)
     assert (read_again, compiled_again) == (compiled, 0)
+    assert {p: p.stat().st_mtime_ns for p in headers} == headers  # used again, not rebuilt
     for table in sorted((tmp_path / "first").glob("*.cell_abundance_*.csv")):  # the cached kernels compute the same
         pd.testing.assert_frame_equal(pd.read_csv(table), pd.read_csv(tmp_path / "second" / table.name))
 
@@ -56,3 +61,32 @@ def test_an_unwritable_cache_folder_only_turns_the_cache_off(tmp_path, monkeypat
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "before")
     assert compile_settings.use_compile_cache(str(tmp_path / "cache")) == tmp_path / "cache"
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str((tmp_path / "cache").resolve())
+
+
+def test_precompiled_headers_follow_the_cache_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(codecache, "_HEADER_DIR", codecache._HEADER_DIR)
+    monkeypatch.setattr(codecache, "_HEADER_LOCK_DIR", codecache._HEADER_LOCK_DIR)
+    headers = compile_settings.keep_precompiled_headers_with_cache()
+    assert headers == tmp_path / "cache" / "precompiled_headers"
+    assert (codecache._HEADER_DIR, codecache._HEADER_LOCK_DIR) == (str(headers), str(headers / "locks"))
+
+
+def _isa_choice(cache: Path, code: str) -> str:
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(cache))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_the_background_probe_makes_inductors_choice_of_vector_instructions(tmp_path):
+    pick = "from torch._inductor.cpu_vec_isa import pick_vec_isa; print(pick_vec_isa())"
+    probed_first = ("import os, pathlib\n"
+                    "from cell2location_nf.inference.compile import probe_cpu_isa_in_background\n"
+                    "probe_cpu_isa_in_background().join()\n"
+                    "print(len(list(pathlib.Path(os.environ['TORCHINDUCTOR_CACHE_DIR']).rglob('*.load_ok'))))\n"
+                    + pick)
+    probed_builds, probed_choice = _isa_choice(tmp_path / "probed", probed_first).splitlines()
+    assert probed_choice == _isa_choice(tmp_path / "plain", pick)
+    if torch.backends.cpu.get_cpu_capability() != "DEFAULT":  # a vector ISA: the probe's loaded test builds
+        assert int(probed_builds) > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,10 +30,56 @@ def compile_threads_for(device: torch.device) -> int:
 
 
 def prepare_compile(device: torch.device) -> None:
-    """Set inductor's compile workers for the device that training runs on (before its first compile)."""
+    """Set inductor's compile workers for the device that training runs on (before its first compile), and
+    keep its precompiled C++ headers with the rest of the compile cache."""
     import torch._inductor.config as inductor_config
 
     inductor_config.compile_threads = compile_threads_for(device)
+    keep_precompiled_headers_with_cache()
+    if device.type == "cpu":
+        probe_cpu_isa_in_background()
+
+
+def keep_precompiled_headers_with_cache() -> Path | None:
+    """Point inductor's precompiled C++ headers (CPU kernels) at the compile cache folder, and return it.
+
+    torch keeps them in ``/tmp/torchinductor_<user>/precompiled_headers`` whatever ``TORCHINDUCTOR_CACHE_DIR``
+    says, so a fresh container built them again (about 7 s of a CPU mapping, bench/RESULTS.md "Precompiled
+    headers") even with the compile cache warm. The folder is a private detail of inductor's; without it
+    nothing changes.
+    """
+    from torch._inductor import codecache
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    if not hasattr(codecache, "_HEADER_DIR") or not hasattr(codecache, "_HEADER_LOCK_DIR"):
+        return None
+    headers = Path(cache_dir()) / "precompiled_headers"
+    codecache._HEADER_DIR = str(headers)
+    codecache._HEADER_LOCK_DIR = str(headers / "locks")
+    return headers
+
+
+def probe_cpu_isa_in_background() -> threading.Thread | None:
+    """Start inductor's probe of the CPU's vector instructions on a thread, and return it.
+
+    On an empty cache the probe compiles and loads a test program per instruction set (about 7 s of C++
+    compiling on two cores); started before the first graph is traced, it runs while Python traces and
+    lowers. Inductor's own call waits on the probe's file lock, then reads its result: the same choice.
+    """
+    try:
+        from torch._inductor.cpu_vec_isa import pick_vec_isa
+    except ImportError:
+        return None
+
+    def probe() -> None:
+        try:
+            pick_vec_isa()
+        except Exception as err:  # inductor's own call probes again and reports it
+            log.debug("background probe of the CPU's vector instructions failed: %s", err)
+
+    thread = threading.Thread(target=probe, name="inductor-isa-probe", daemon=True)
+    thread.start()
+    return thread
 
 
 class CompiledOrEager:

@@ -280,6 +280,9 @@ def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: Mapping
     check_raw_counts(adata.X, "spatial data")
     device = resolve_device(settings.device)
     seed_everything(settings.seed, device)
+    compiled = use_compile(settings, adata.n_obs, adata.n_vars)
+    if compiled:  # before the set-up below, which the compiler's probes can overlap
+        prepare_compile(device)
     model = build_model(adata, signatures, settings, device)
     batch_index = batch_codes(adata)
     init = model.initial_values(batch_index)
@@ -300,9 +303,8 @@ def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: Mapping
     schedule = Schedule(lr_final=settings.lr_final, warmup_epochs=settings.lr_warmup, tol=settings.tol,
                         min_epochs=settings.min_epochs)
     loss_fn = LOSSES[settings.elbo]
-    if use_compile(settings, adata.n_obs, adata.n_vars):
+    if compiled:
         log.info("Compiling the objective with torch.compile (once; cached for later runs)")
-        prepare_compile(device)
         loss_fn = partial(negative_elbo, use_compile=True)
     history = run_svi(model, guide, data, settings.max_epochs, settings.lr, settings.clip_norm, name="mapping",
                       loss_fn=loss_fn, schedule=schedule, scale_lr_factor=settings.scale_lr_factor,
