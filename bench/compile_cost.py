@@ -4,6 +4,7 @@
     .venv/bin/python bench/compile_cost.py --warm-headers DIR        # precompiled headers already in DIR
     .venv/bin/python bench/compile_cost.py --no-precompiled-headers  # inductor without them
     .venv/bin/python bench/compile_cost.py --eager-prior             # compile the likelihood pass only
+    .venv/bin/python bench/compile_cost.py --cpp-wrapper             # inductor's C++ wrapper around kernels
 
 Each call is one process with a new, empty inductor cache (precompiled headers included, as training keeps
 them since commit ac30ee9). It prints the first step's seconds (tracing, C++ compiling, loading), every C++
@@ -31,25 +32,24 @@ def main() -> None:
     parser.add_argument("--warm-headers", type=Path, help="a cache folder whose precompiled_headers/ to reuse")
     parser.add_argument("--no-precompiled-headers", action="store_true")
     parser.add_argument("--eager-prior", action="store_true", help="run the prior and entropy terms eagerly")
+    parser.add_argument("--cpp-wrapper", action="store_true", help="inductor's cpp_wrapper mode")
     args = parser.parse_args()
 
     cache = Path(tempfile.mkdtemp(prefix="compile_cost_"))
     if args.warm_headers:
         shutil.copytree(args.warm_headers / "precompiled_headers", cache / "precompiled_headers")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
-    import anndata as ad
-    import pandas as pd
     import torch
     import torch._inductor.config as inductor_config
+    from profile_step import full_batch_step_inputs  # bench/, this script's folder
     from torch._inductor import cpp_builder
 
     import cell2location_nf.models.mapping_elbo as mapping_elbo
     from cell2location_nf.inference.compile import prepare_compile
-    from cell2location_nf.stages.mapping import MappingSettings, _LocationBatches, train_mapping
-    from cell2location_nf.stages.mapping_inputs import align_genes, combine_samples
 
     torch.set_num_threads(args.threads)
     inductor_config.cpp_cache_precompile_headers = not args.no_precompiled_headers
+    inductor_config.cpp_wrapper = args.cpp_wrapper
     calls: list[tuple[float, str]] = []
     run_compile_cmd = cpp_builder.run_compile_cmd
 
@@ -62,13 +62,7 @@ def main() -> None:
     if args.eager_prior:
         mapping_elbo._site_terms = lambda use_compile, *site_args: mapping_elbo.site_terms(*site_args)
 
-    data = args.workdir / args.dataset
-    signatures = pd.read_csv(data / "signatures" / "reference.signatures.csv", index_col=0)
-    samples = [ad.read_h5ad(p) for p in sorted(data.glob("sample_*.h5ad"))]
-    adata, signatures = align_genes(combine_samples(samples, 10.0), signatures, "sig")
-    trained = train_mapping(adata, signatures, MappingSettings(max_epochs=1, device="cpu", compile=False))
-    step_args = next(iter(_LocationBatches(adata.X, trained.batch_index, trained.model.n_batches, None,
-                                           torch.device("cpu"), 0)(0)))
+    trained, step_args = full_batch_step_inputs(args.workdir / args.dataset, torch.device("cpu"))
 
     def step() -> float:
         loss = mapping_elbo.negative_elbo(trained.model, trained.guide, *step_args, use_compile=True)

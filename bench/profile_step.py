@@ -56,6 +56,16 @@ def time_steps(loss_fn, trained, step_args, steps: int, read_every: int) -> floa
     return (time.perf_counter() - start) / steps * 1000
 
 
+def full_batch_step_inputs(data: Path, device: torch.device):
+    """A dataset folder's mapping model and guide (after one eager set-up epoch) and its full-batch step arguments."""
+    signatures = pd.read_csv(data / "signatures" / "reference.signatures.csv", index_col=0)
+    samples = [ad.read_h5ad(p) for p in sorted(data.glob("sample_*.h5ad"))]
+    adata, signatures = align_genes(combine_samples(samples, 10.0), signatures, "sig")
+    trained = train_mapping(adata, signatures, MappingSettings(max_epochs=1, device=str(device), compile=False))
+    loader = _LocationBatches(adata.X, trained.batch_index, trained.model.n_batches, None, device, 0)
+    return trained, next(iter(loader(0)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="800x1000x12")
@@ -67,14 +77,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     retain_freed_memory()  # as training does (inference/svi.py)
 
-    data = args.workdir / args.dataset
-    signatures = pd.read_csv(data / "signatures" / "reference.signatures.csv", index_col=0)
-    samples = sorted(data.glob("sample_*.h5ad"))
-    adata, signatures = align_genes(combine_samples([ad.read_h5ad(p) for p in samples], 10.0), signatures, "sig")
     device = torch.device(args.device)
-    trained = train_mapping(adata, signatures, MappingSettings(max_epochs=1, device=args.device, compile=False))
-    loader = _LocationBatches(adata.X, trained.batch_index, trained.model.n_batches, None, device, 0)
-    step_args = next(iter(loader(0)))
+    trained, step_args = full_batch_step_inputs(args.workdir / args.dataset, device)
+    adata, signatures = trained.adata, trained.signatures
     compiled = partial(negative_elbo, use_compile=True)
     variants = {"pyro Trace_ELBO": (LOSSES["pyro"], READ_LOSSES_EVERY),
                 "fused, eager": (negative_elbo, READ_LOSSES_EVERY),
