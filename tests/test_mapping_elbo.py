@@ -95,10 +95,10 @@ def test_compiled_likelihood_pass_equals_eager():
     x = torch.as_tensor(rng.poisson(3.0, size=(n_obs, n_genes)), dtype=torch.float32)
     batch = torch.as_tensor(rng.integers(0, 3, size=n_obs))
     counts = CountBatch(x, batch, 3)
-    args = (torch.as_tensor(rng.gamma(1.0, 1.0, (n_obs, n_genes)), dtype=torch.float32), x,
-            *(torch.as_tensor(rng.uniform(0.2, 2.0, size=s), dtype=torch.float32)
-              for s in [(1, n_genes), (3, n_genes), (n_obs, 1), (3, n_genes)]),
-            batch, counts.batch_one_hot_t)
+    m_g, s_eg, y_s, alpha_eg = (torch.as_tensor(rng.uniform(0.2, 2.0, size=s), dtype=torch.float32)
+                                for s in [(1, n_genes), (3, n_genes), (n_obs, 1), (3, n_genes)])
+    args = (torch.as_tensor(rng.gamma(1.0, 1.0, (n_obs, n_genes)), dtype=torch.float32), x, m_g, s_eg, y_s,
+            alpha_eg, torch.log(alpha_eg), batch, counts.batch_one_hot_t)
     kernel = CompiledOrEager(nb_likelihood.dense_terms, "the likelihood pass")
     compiled = kernel(True, *args)
     if kernel.failed:

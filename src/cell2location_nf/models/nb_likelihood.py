@@ -40,15 +40,17 @@ class CountBatch:
         self.distinct_counts = counts.to(x.dtype)
 
 
-def dense_terms(base, x, m_g, s_eg, y_s, alpha_eg, batch_index, one_hot_t):
+def dense_terms(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index, one_hot_t):
     """α log α − (α + x) log ρ + x log μ summed, and the gradients of that sum (see the module docstring).
 
-    ``base`` = w_sf @ g (S, G). Returns (value, ∂/∂(w @ g) · m_g (S, G), ∂/∂m_g, ∂/∂s_eg, ∂/∂y_s, ∂/∂α_eg).
+    ``base`` = w_sf @ g (S, G); ``log_alpha_eg`` = log α_eg, taken once per (batch, gene) by the caller rather
+    than once per (location, gene) here: one of the pass's three logarithms per element.
+    Returns (value, ∂/∂(w @ g) · m_g (S, G), ∂/∂m_g, ∂/∂s_eg, ∂/∂y_s, ∂/∂α_eg).
     """
     linear = base * m_g + s_eg[batch_index]
     mu = linear * y_s
     alpha = alpha_eg[batch_index]
-    log_alpha = torch.log(alpha)
+    log_alpha = log_alpha_eg[batch_index]
     total = alpha + mu
     log_total = torch.log(total)
     value = (alpha * log_alpha - (alpha + x) * log_total + torch.xlogy(x, mu)).sum()
@@ -69,8 +71,8 @@ class _NegBinomialLogLik(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w_sf, m_g, s_eg, y_s, alpha_eg, cell_state, counts: CountBatch, use_compile: bool):
         value, grad_base_m, grad_m, grad_s, grad_y, grad_alpha = _likelihood_pass(
-            use_compile, w_sf @ cell_state, counts.x, m_g, s_eg, y_s, alpha_eg, counts.batch_index,
-            counts.batch_one_hot_t)
+            use_compile, w_sf @ cell_state, counts.x, m_g, s_eg, y_s, alpha_eg, torch.log(alpha_eg),
+            counts.batch_index, counts.batch_one_hot_t)
         # lgamma(x + α) − lgamma(α) over distinct (batch, gene, x) triples with their multiplicities
         alpha_u = alpha_eg.reshape(-1).index_select(0, counts.distinct_batch_gene)
         x_u, n_u = counts.distinct_values, counts.distinct_counts
