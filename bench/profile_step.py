@@ -31,14 +31,17 @@ from cell2location_nf.stages.mapping_inputs import align_genes, combine_samples
 HERE = Path(__file__).resolve().parent
 
 
-def time_steps(loss_fn, trained, step_args, steps: int, read_every: int) -> float:
-    """Mean milliseconds per optimisation step after two warm-up steps, reading the losses every ``read_every``."""
-    optimizer = torch.optim.Adam(trained.guide.parameters(), lr=0.002)
+def training_step(model, guide, step_args, loss_fn=None, read_every: int = READ_LOSSES_EVERY, fused: bool = True,
+                  lr: float = 0.01):
+    """A training step as a closure: loss (the compiled −ELBO unless ``loss_fn``), backward, Adam (fused, as
+    training runs it, unless ``fused=False``), the losses read back every ``read_every`` steps."""
+    loss_fn = loss_fn or partial(negative_elbo, use_compile=True)
+    optimizer = torch.optim.Adam(guide.parameters(), lr=lr, fused=fused)
     pending: list[torch.Tensor] = []
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(trained.model, trained.guide, *step_args)
+        loss = loss_fn(model, guide, *step_args)
         loss.backward()
         optimizer.step()
         pending.append(loss.detach())
@@ -46,13 +49,25 @@ def time_steps(loss_fn, trained, step_args, steps: int, read_every: int) -> floa
             torch.stack(pending).tolist()
             pending.clear()
 
+    def finish() -> None:  # the device has finished every step once they are read
+        if pending:
+            torch.stack(pending).tolist()
+            pending.clear()
+
+    step.finish = finish
+    return step
+
+
+def time_steps(loss_fn, trained, step_args, steps: int, read_every: int) -> float:
+    """Mean milliseconds per optimisation step (plain Adam) after two warm-up steps, reading the losses every
+    ``read_every``."""
+    step = training_step(trained.model, trained.guide, step_args, loss_fn, read_every, fused=False, lr=0.002)
     for _ in range(2):
         step()
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    if pending:  # the device has finished every step once they are read
-        torch.stack(pending).tolist()
+    step.finish()
     return (time.perf_counter() - start) / steps * 1000
 
 

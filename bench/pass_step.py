@@ -1,0 +1,133 @@
+"""Training-step time with earlier forms of the likelihood pass (and of the product that turns its gradient
+into ∂/∂w) against the code now, compiled in one process and timed in turn.
+
+    .venv/bin/python bench/pass_step.py                                   # 800 x 1000 x 12 set, 1 thread
+    .venv/bin/python bench/pass_step.py --dataset 2000x3000x20 --steps 60
+    .venv/bin/python bench/pass_step.py --forms log-alpha-per-element whole-array-value  # the log α change
+
+Forms (``nb_likelihood.dense_terms`` and ``_weights_gradient`` as they were):
+  log-alpha-per-element  log α per (location, gene) entry, the value summed over the whole array, ∂/∂w as
+                         grad @ g.T (before commit ac41aa6)
+  whole-array-value      log α per (batch, gene); the rest as above, the value being a second pass of
+                         inductor's over (locations x genes) (ac41aa6 to 00b0d7f)
+  now                    the package's: the value summed per row in the gradients' loop, ∂/∂w as (g @ grad.T).T
+
+Each step is a training step (loss, backward, fused Adam, losses read every 50 steps). It also prints how far
+apart each pass's outputs are from the last one's on the same inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from profile_step import full_batch_step_inputs, training_step  # bench/, this script's folder
+
+from cell2location_nf.inference.allocator import retain_freed_memory
+from cell2location_nf.inference.compile import CompiledOrEager
+from cell2location_nf.models import nb_likelihood
+from cell2location_nf.models.mapping_elbo import draw
+
+HERE = Path(__file__).resolve().parent
+
+
+def earlier_pass(log_alpha_per_element: bool):
+    """The pass before the value change: the value summed over the whole array with xlogy; with
+    ``log_alpha_per_element`` also log α per (location, gene) entry, as before commit ac41aa6."""
+
+    def terms(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index, one_hot_t):
+        linear = base * m_g + s_eg[batch_index]
+        mu = linear * y_s
+        alpha = alpha_eg[batch_index]
+        log_alpha = torch.log(alpha) if log_alpha_per_element else log_alpha_eg[batch_index]
+        total = alpha + mu
+        log_total = torch.log(total)
+        value = (alpha * log_alpha - (alpha + x) * log_total + torch.xlogy(x, mu)).sum()
+        ratio = (alpha + x) / total
+        grad_mu = x / mu - ratio
+        grad_alpha = one_hot_t @ (log_alpha + 1 - log_total - ratio)
+        grad_y = (grad_mu * linear).sum(dim=1, keepdim=True)
+        grad_linear = grad_mu * y_s
+        grad_m = (grad_linear * base).sum(dim=0, keepdim=True)
+        grad_s = one_hot_t @ grad_linear
+        return value, grad_linear * m_g, grad_m, grad_s, grad_y, grad_alpha
+
+    return terms
+
+
+def earlier_weights_gradient(grad_base_m: torch.Tensor, cell_state: torch.Tensor) -> torch.Tensor:
+    return grad_base_m @ cell_state.T
+
+
+FORMS = {"log-alpha-per-element": lambda: (CompiledOrEager(earlier_pass(True), "log α per element"),
+                                           earlier_weights_gradient),
+         "whole-array-value": lambda: (CompiledOrEager(earlier_pass(False), "whole-array value"),
+                                       earlier_weights_gradient),
+         "now": lambda: (nb_likelihood._likelihood_pass, nb_likelihood._weights_gradient)}
+
+
+def use_form(form) -> None:
+    nb_likelihood._likelihood_pass, nb_likelihood._weights_gradient = form
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="800x1000x12")
+    parser.add_argument("--workdir", type=Path, default=HERE / "work")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=300, help="steps per round")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--forms", nargs="+", choices=list(FORMS), default=["whole-array-value", "now"])
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    retain_freed_memory()  # as training does (inference/svi.py)
+
+    trained, step_args = full_batch_step_inputs(args.workdir / args.dataset, torch.device("cpu"))
+    model, guide = trained.model, trained.guide
+    shipped = FORMS["now"]()
+    forms = {name: FORMS[name]() for name in args.forms}
+
+    counts, idx = step_args[0], step_args[2]
+    with torch.no_grad():
+        z = {site: value[0] for site, value in draw(guide, idx).items()}
+        alpha_eg = 1 / z["alpha_g_inverse"].pow(2)
+        inputs = (z["w_sf"] @ model.cell_state, counts.x, z["m_g"], z["s_g_gene_add"], z["detection_y_s"], alpha_eg,
+                  torch.log(alpha_eg), counts.batch_index, counts.batch_one_hot_t)
+        outputs = {}
+        for name, (kernel, weights_gradient) in forms.items():
+            value, grad_base_m, *rest = kernel(True, *inputs)
+            outputs[name] = (value, weights_gradient(grad_base_m, model.cell_state), *rest)
+        last = args.forms[-1]
+        names = ["value", "∂/∂w", "∂/∂m_g", "∂/∂s_eg", "∂/∂y_s", "∂/∂α_eg"]
+        for name in args.forms[:-1]:
+            print(f"largest absolute difference, {name} against {last}: " + ", ".join(
+                f"{what} {float((a - b).abs().max()):.3g}"
+                for what, a, b in zip(names, outputs[name], outputs[last], strict=True)))
+
+    step = training_step(model, guide, step_args)
+    times: dict[str, list[float]] = {name: [] for name in forms}
+    try:
+        for form in forms.values():  # compile each and warm up
+            use_form(form)
+            for _ in range(10):
+                step()
+        for _ in range(args.rounds):
+            for name, form in forms.items():
+                use_form(form)
+                start = time.perf_counter()
+                for _ in range(args.steps):
+                    step()
+                step.finish()
+                times[name].append((time.perf_counter() - start) / args.steps * 1000)
+    finally:
+        use_form(shipped)
+    print(f"\n{args.dataset}, {args.threads} thread(s), {args.rounds} rounds of {args.steps} steps in turn\n")
+    print("| form | ms per step (rounds) | mean |\n|---|---|---|")
+    for name, values in times.items():
+        print(f"| {name} | {', '.join(f'{v:.2f}' for v in values)} | {sum(values) / len(values):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
