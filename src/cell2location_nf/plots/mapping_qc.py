@@ -10,7 +10,6 @@ import anndata as ad
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import scanpy as sc
 from matplotlib.figure import Figure
 
 from . import finish
@@ -25,6 +24,8 @@ ROWS = (
 def _spatial(adata: ad.AnnData, column: str, library: str, ax, vmax: float, title: str) -> None:
     images = adata.uns.get("spatial", {}).get(library, {}).get("images", {})
     if "hires" in images:
+        import scanpy as sc  # here, not at the top: about 1.5 s of every mapping task's start, for images only
+
         with warnings.catch_warnings():  # scanpy points to squidpy; its spatial plot is still the reference
             warnings.simplefilter("ignore", FutureWarning)
             sc.pl.spatial(adata, color=column, library_id=library, img_key="hires", cmap="magma", size=1.3,
