@@ -1,16 +1,22 @@
-"""Training-step time with earlier forms of the likelihood pass (and of the product that turns its gradient
-into ∂/∂w) against the code now, compiled in one process and timed in turn.
+"""Training-step time with earlier forms of the likelihood pass (with the product that turns its gradient into
+∂/∂w, and the special functions over distinct counts) against the code now, compiled in one process and timed
+in turn.
 
     .venv/bin/python bench/pass_step.py                                   # 800 x 1000 x 12 set, 1 thread
     .venv/bin/python bench/pass_step.py --dataset 2000x3000x20 --steps 60
     .venv/bin/python bench/pass_step.py --forms log-alpha-per-element whole-array-value  # the log α change
+    .venv/bin/python bench/pass_step.py --forms aten-special-functions now                # the change below
 
-Forms (``nb_likelihood.dense_terms`` and ``_weights_gradient`` as they were):
+Forms (``nb_likelihood.dense_terms``, ``_weights_gradient`` and ``_count_terms`` as they were):
   log-alpha-per-element  log α per (location, gene) entry, the value summed over the whole array, ∂/∂w as
-                         grad @ g.T (before commit ac41aa6)
+                         (grad · m_g) @ g.T, ATen's lgamma and digamma over distinct counts (before commit ac41aa6)
   whole-array-value      log α per (batch, gene); the rest as above, the value being a second pass of
                          inductor's over (locations x genes) (ac41aa6 to 00b0d7f)
-  now                    the package's: the value summed per row in the gradients' loop, ∂/∂w as (g @ grad.T).T
+  aten-special-functions the value summed per row in the gradients' loop, ∂/∂w as (g @ (grad · m_g).T).T,
+                         ATen's lgamma and digamma (00b0d7f to a5254a3)
+  now                    the package's: m_g folded into the signatures for ∂/∂w, ((g · m_g) @ grad.T).T, so
+                         the pass writes one (S, G) gradient, not two; log Γ and ψ over distinct counts from
+                         ``special_functions`` in one compiled loop
 
 Each step is a training step (loss, backward, fused Adam, losses read every 50 steps). It also prints how far
 apart each form's outputs are from the last one's on the same inputs, and how far each float32 value is from
@@ -36,7 +42,8 @@ HERE = Path(__file__).resolve().parent
 
 def earlier_pass(log_alpha_per_element: bool):
     """The pass before the value change: the value summed over the whole array with xlogy; with
-    ``log_alpha_per_element`` also log α per (location, gene) entry, as before commit ac41aa6."""
+    ``log_alpha_per_element`` also log α per (location, gene) entry, as before commit ac41aa6. It returns
+    ∂/∂(w @ g) times m_g, as every pass did before m_g was folded into the signatures."""
 
     def terms(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index, one_hot_t):
         linear = base * m_g + s_eg[batch_index]
@@ -58,19 +65,39 @@ def earlier_pass(log_alpha_per_element: bool):
     return terms
 
 
-def earlier_weights_gradient(grad_base_m: torch.Tensor, cell_state: torch.Tensor) -> torch.Tensor:
+def row_sum_pass(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index, one_hot_t):
+    """The pass from 00b0d7f to a5254a3: as now, but returning ∂/∂(w @ g) times m_g."""
+    value, grad_linear, *rest = nb_likelihood.dense_terms(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg,
+                                                          batch_index, one_hot_t)
+    return value, grad_linear * m_g, *rest
+
+
+def earlier_weights_gradient(grad_base_m: torch.Tensor, cell_state: torch.Tensor, m_g: torch.Tensor) -> torch.Tensor:
     return grad_base_m @ cell_state.T
 
 
+def transposed_weights_gradient(grad_base_m: torch.Tensor, cell_state: torch.Tensor, m_g: torch.Tensor):
+    return (cell_state @ grad_base_m.T).T
+
+
+def aten_count_terms(use_compile: bool, alpha_flat, distinct_batch_gene, x_u, n_u):
+    """ATen's lgamma and digamma over distinct (batch, gene, count) triples, eagerly (before this form)."""
+    y = x_u + alpha_flat.index_select(0, distinct_batch_gene)
+    return (n_u * torch.lgamma(y)).sum(), n_u * torch.digamma(y)
+
+
 FORMS = {"log-alpha-per-element": lambda: (CompiledOrEager(earlier_pass(True), "log α per element"),
-                                           earlier_weights_gradient),
+                                           earlier_weights_gradient, aten_count_terms),
          "whole-array-value": lambda: (CompiledOrEager(earlier_pass(False), "whole-array value"),
-                                       earlier_weights_gradient),
-         "now": lambda: (nb_likelihood._likelihood_pass, nb_likelihood._weights_gradient)}
+                                       earlier_weights_gradient, aten_count_terms),
+         "aten-special-functions": lambda: (CompiledOrEager(row_sum_pass, "row-sum pass"),
+                                            transposed_weights_gradient, aten_count_terms),
+         "now": lambda: (nb_likelihood._likelihood_pass, nb_likelihood._weights_gradient,
+                         nb_likelihood._count_terms)}
 
 
 def use_form(form) -> None:
-    nb_likelihood._likelihood_pass, nb_likelihood._weights_gradient = form
+    nb_likelihood._likelihood_pass, nb_likelihood._weights_gradient, nb_likelihood._count_terms = form
 
 
 def main() -> None:
@@ -80,7 +107,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=300, help="steps per round")
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--forms", nargs="+", choices=list(FORMS), default=["whole-array-value", "now"])
+    parser.add_argument("--forms", nargs="+", choices=list(FORMS), default=["aten-special-functions", "now"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     retain_freed_memory()  # as training does (inference/svi.py)
@@ -97,9 +124,9 @@ def main() -> None:
         inputs = (z["w_sf"] @ model.cell_state, counts.x, z["m_g"], z["s_g_gene_add"], z["detection_y_s"], alpha_eg,
                   torch.log(alpha_eg), counts.batch_index, counts.batch_one_hot_t)
         outputs = {}
-        for name, (kernel, weights_gradient) in forms.items():
-            value, grad_base_m, *rest = kernel(True, *inputs)
-            outputs[name] = (value, weights_gradient(grad_base_m, model.cell_state), *rest)
+        for name, (kernel, weights_gradient, _) in forms.items():
+            value, grad, *rest = kernel(True, *inputs)
+            outputs[name] = (value, weights_gradient(grad, model.cell_state, z["m_g"]), *rest)
         exact = float(earlier_pass(False)(*(t.double() if t.is_floating_point() else t for t in inputs))[0])
         print(f"value {exact:.3f} in float64; each form's float32 value minus it: " + ", ".join(
             f"{name} {float(outputs[name][0]) - exact:.3f}" for name in forms))

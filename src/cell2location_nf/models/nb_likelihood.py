@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from ..inference.compile import CompiledOrEager
+from .special_functions import log_gamma_and_digamma
 
 
 class CountBatch:
@@ -45,7 +46,8 @@ def dense_terms(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index, on
 
     ``base`` = w_sf @ g (S, G); ``log_alpha_eg`` = log α_eg, taken once per (batch, gene) by the caller rather
     than once per (location, gene) here: one of the pass's three logarithms per element.
-    Returns (value, ∂/∂(w @ g) · m_g (S, G), ∂/∂m_g, ∂/∂s_eg, ∂/∂y_s, ∂/∂α_eg).
+    Returns (value, ∂/∂(w @ g) / m_g (S, G), ∂/∂m_g, ∂/∂s_eg, ∂/∂y_s, ∂/∂α_eg); the caller folds m_g into
+    the signatures for ∂/∂w, so the pass writes one (S, G) array where it wrote two.
     """
     linear = base * m_g + s_eg[batch_index]
     mu = linear * y_s
@@ -65,32 +67,42 @@ def dense_terms(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index, on
     grad_linear = grad_mu * y_s
     grad_m = (grad_linear * base).sum(dim=0, keepdim=True)
     grad_s = one_hot_t @ grad_linear
-    return value, grad_linear * m_g, grad_m, grad_s, grad_y, grad_alpha
+    return value, grad_linear, grad_m, grad_s, grad_y, grad_alpha
 
 
 _likelihood_pass = CompiledOrEager(dense_terms, "the likelihood pass")
 
 
-def _weights_gradient(grad_base_m: torch.Tensor, cell_state: torch.Tensor) -> torch.Tensor:
-    """∂/∂w_sf = grad @ g.T, computed as (g @ grad.T).T: the same sums (bit for bit on our CPU runs) in the
-    orientation BLAS runs about twice as fast for a few types against thousands of genes (bench/pass_step.py)."""
-    return (cell_state @ grad_base_m.T).T
+def distinct_count_terms(alpha_flat, distinct_batch_gene, x_u, n_u):
+    """Σ n lgamma(x + α) over distinct (batch, gene, x) triples with multiplicities n, and n ψ(x + α) per triple."""
+    log_gamma, digamma = log_gamma_and_digamma(x_u + alpha_flat.index_select(0, distinct_batch_gene))
+    return (n_u * log_gamma).sum(), n_u * digamma
+
+
+_count_terms = CompiledOrEager(distinct_count_terms, "the count terms")
+
+
+def _weights_gradient(grad_linear: torch.Tensor, cell_state: torch.Tensor, m_g: torch.Tensor) -> torch.Tensor:
+    """∂/∂w_sf = (grad · m_g) @ g.T, computed as ((g · m_g) @ grad.T).T: m_g scales the (F, G) signatures rather
+    than the (S, G) gradient, and BLAS runs this orientation about twice as fast for a few types against thousands
+    of genes (bench/pass_step.py)."""
+    return ((cell_state * m_g) @ grad_linear.T).T
 
 
 class _NegBinomialLogLik(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w_sf, m_g, s_eg, y_s, alpha_eg, cell_state, counts: CountBatch, use_compile: bool):
-        value, grad_base_m, grad_m, grad_s, grad_y, grad_alpha = _likelihood_pass(
+        value, grad_linear, grad_m, grad_s, grad_y, grad_alpha = _likelihood_pass(
             use_compile, w_sf @ cell_state, counts.x, m_g, s_eg, y_s, alpha_eg, torch.log(alpha_eg),
             counts.batch_index, counts.batch_one_hot_t)
         # lgamma(x + α) − lgamma(α) over distinct (batch, gene, x) triples with their multiplicities
-        alpha_u = alpha_eg.reshape(-1).index_select(0, counts.distinct_batch_gene)
-        x_u, n_u = counts.distinct_values, counts.distinct_counts
+        log_gamma_sum, digamma_terms = _count_terms(use_compile, alpha_eg.reshape(-1), counts.distinct_batch_gene,
+                                                    counts.distinct_values, counts.distinct_counts)
         n_nz = counts.nonzeros_per_batch_gene.reshape(alpha_eg.shape)
-        value = value + (n_u * torch.lgamma(x_u + alpha_u)).sum() - (n_nz * torch.lgamma(alpha_eg)).sum()
+        value = value + log_gamma_sum - (n_nz * torch.lgamma(alpha_eg)).sum()
         grad_alpha = grad_alpha - n_nz * torch.digamma(alpha_eg)
-        grad_alpha.view(-1).index_add_(0, counts.distinct_batch_gene, n_u * torch.digamma(x_u + alpha_u))
-        ctx.save_for_backward(_weights_gradient(grad_base_m, cell_state), grad_m, grad_s, grad_y, grad_alpha)
+        grad_alpha.view(-1).index_add_(0, counts.distinct_batch_gene, digamma_terms)
+        ctx.save_for_backward(_weights_gradient(grad_linear, cell_state, m_g), grad_m, grad_s, grad_y, grad_alpha)
         return value
 
     @staticmethod
