@@ -15,7 +15,7 @@ from cell2location_nf.models.mapping import LOCAL_SITES, MappingHyperparameters,
 from cell2location_nf.models.mapping_elbo import CountBatch, draw, negative_elbo
 from cell2location_nf.models.nb_likelihood import neg_binomial_log_lik
 
-from .objective_checks import assert_same_objective, value_and_gradients
+from .objective_checks import assert_same_objective
 
 
 def _problem(seed: int = 0, n_obs: int = 30, n_genes: int = 25, n_types: int = 4):
@@ -117,31 +117,3 @@ def test_compiled_negative_elbo_equals_eager():
     assert_same_objective(guide, lambda: negative_elbo(model, guide, counts, batch, idx, noise, use_compile=False),
                           lambda: negative_elbo(model, guide, counts, batch, idx, noise, use_compile=True),
                           value_rtol=1e-5, grad_rtol=1e-3, grad_atol=1e-3)
-
-
-def test_all_rows_without_index_equal_indexed_rows():
-    """idx None (the full batch) skips the per-step gather of the local sites: the same draws, value and
-    gradients as indexing every row in order, bit for bit (the noise stream included)."""
-    model, guide, x, batch = _problem(seed=6)
-    counts = CountBatch(x, batch, 2)
-    every_row = torch.arange(x.shape[0])
-    results = []
-    for idx in (every_row, None):
-        torch.manual_seed(2)
-        results.append(value_and_gradients(guide, lambda idx=idx: negative_elbo(model, guide, counts, batch, idx)))
-    (indexed, indexed_grads), (whole, whole_grads) = results
-    assert torch.equal(indexed, whole)
-    for name, grad in indexed_grads.items():
-        assert torch.equal(whole_grads[name], grad), name
-
-
-def test_full_batch_loader_passes_no_index():
-    from cell2location_nf.stages.mapping import _LocationBatches
-
-    _, _, x, batch = _problem(seed=7)
-    loader = _LocationBatches(x.numpy(), batch.numpy(), 2, None, torch.device("cpu"), 0)
-    (counts, batch_index, idx), = list(loader(0))
-    assert idx is None and torch.equal(counts.x, x) and torch.equal(batch_index, batch)
-    minibatches = _LocationBatches(x.numpy(), batch.numpy(), 2, 8, torch.device("cpu"), 0)
-    rows = torch.cat([step[2] for step in minibatches(0)])
-    assert torch.equal(rows.sort().values, torch.arange(x.shape[0]))

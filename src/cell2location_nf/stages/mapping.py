@@ -178,11 +178,7 @@ def batch_codes(adata: ad.AnnData) -> np.ndarray:
 
 
 class _LocationBatches:
-    """All locations per step (full batch) or shuffled minibatches; yields (counts, batch index, idx).
-
-    The full batch's idx is None, all locations in order: the objective then reads the local sites' parameters
-    as they are, without gathering every row and scattering its gradient back each step (the same values).
-    """
+    """All locations per step (full batch) or shuffled minibatches; yields (counts, batch index, idx)."""
 
     def __init__(self, x, batch_index: np.ndarray, n_batches: int, batch_size: int | None, device: torch.device,
                  seed: int):
@@ -194,7 +190,7 @@ class _LocationBatches:
         self.batch_size = batch_size or self.n_obs
         self.generator = torch.Generator().manual_seed(seed)
         self.n_batches = n_batches
-        self._full_step = (*self._step(np.arange(self.n_obs))[:2], None) if self.full else None
+        self._full_step = self._step(np.arange(self.n_obs)) if self.full else None
 
     def _step(self, idx: np.ndarray) -> tuple[CountBatch, torch.Tensor, torch.Tensor]:
         rows = torch.as_tensor(idx, device=self.device)
@@ -212,7 +208,6 @@ class _LocationBatches:
 
 
 def _pyro_loss(model, guide, counts: CountBatch, batch_index, idx):
-    idx = torch.arange(model.n_obs, device=counts.x.device) if idx is None else idx
     return Trace_ELBO().differentiable_loss(model, guide, counts.x, batch_index, idx)
 
 
