@@ -3,12 +3,14 @@
     .venv/bin/python bench/profile_step.py                      # the 800 x 1000 x 12 benchmark set, 1 thread
     .venv/bin/python bench/profile_step.py --dataset 2000x3000x20 --threads 2
     .venv/bin/python bench/profile_step.py --dataset 4000x10000x34 --device cuda
+    .venv/bin/python bench/profile_step.py --only compiled read-every-step --rounds 4 --steps 300
 
 Implementations: pyro's Trace_ELBO over our model and guide (the path upstream takes), the fused −ELBO
 with its likelihood pass run eagerly, and the same pass compiled with torch.compile. Each reads the step
 losses back every 50 steps, as training does; the last row reads the loss after every step, as training
 did before 2026-12-04 (on a GPU that makes the host wait for each step). The dataset folder is one made by
-run_benchmark.py (its signatures and samples).
+run_benchmark.py (its signatures and samples). ``--only`` picks rows by key (pyro, eager, compiled,
+read-every-step); ``--rounds`` times them in turn that many times.
 """
 
 from __future__ import annotations
@@ -81,6 +83,11 @@ def full_batch_step_inputs(data: Path, device: torch.device):
     return trained, next(iter(loader(0)))
 
 
+VARIANT_KEYS = {"pyro": "pyro Trace_ELBO", "eager": "fused, eager", "compiled": "fused, compiled",
+                "read-every-step": "fused, compiled, loss read after every step"}
+VARIANT_KEYS_BY_NAME = {name: key for key, name in VARIANT_KEYS.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="800x1000x12")
@@ -88,6 +95,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--only", nargs="+", choices=list(VARIANT_KEYS), help="these rows only (keys below)")
+    parser.add_argument("--rounds", type=int, default=1, help="time the rows in turn this many times")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     retain_freed_memory()  # as training does (inference/svi.py)
@@ -96,18 +105,24 @@ def main() -> None:
     trained, step_args = full_batch_step_inputs(args.workdir / args.dataset, device)
     adata, signatures = trained.adata, trained.signatures
     compiled = partial(negative_elbo, use_compile=True)
-    variants = {"pyro Trace_ELBO": (LOSSES["pyro"], READ_LOSSES_EVERY),
-                "fused, eager": (negative_elbo, READ_LOSSES_EVERY),
-                "fused, compiled": (compiled, READ_LOSSES_EVERY),
-                "fused, compiled, loss read after every step": (compiled, 1)}
+    variants = {"pyro Trace_ELBO": (LOSSES["pyro"], READ_LOSSES_EVERY, step_args),
+                "fused, eager": (negative_elbo, READ_LOSSES_EVERY, step_args),
+                "fused, compiled": (compiled, READ_LOSSES_EVERY, step_args),
+                "fused, compiled, loss read after every step": (compiled, 1, step_args)}
+    if args.only:
+        variants = {name: v for name, v in variants.items() if VARIANT_KEYS_BY_NAME[name] in args.only}
     print(f"{args.dataset}: {adata.n_obs} locations x {adata.n_vars} genes x {signatures.shape[1]} types, "
-          f"{args.threads} thread(s), device {device}, mean of {args.steps} steps\n")
-    print("| implementation | ms per step | relative to pyro |\n|---|---|---|")
+          f"{args.threads} thread(s), device {device}, mean of {args.steps} steps, {args.rounds} round(s) in turn\n")
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.rounds):
+        for name, (loss_fn, read_every, variant_args) in variants.items():
+            times[name].append(time_steps(loss_fn, trained, variant_args, args.steps, read_every))
+    print("| implementation | ms per step (rounds) | mean | relative to the first row |\n|---|---|---|---|")
     reference = None
-    for name, (loss_fn, read_every) in variants.items():
-        ms = time_steps(loss_fn, trained, step_args, args.steps, read_every)
+    for name, values in times.items():
+        ms = sum(values) / len(values)
         reference = reference or ms
-        print(f"| {name} | {ms:.1f} | {reference / ms:.1f}x |", flush=True)
+        print(f"| {name} | {', '.join(f'{v:.2f}' for v in values)} | {ms:.2f} | {reference / ms:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":
