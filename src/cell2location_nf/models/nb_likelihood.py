@@ -46,8 +46,9 @@ def dense_terms(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index, on
 
     ``base`` = w_sf @ g (S, G); ``log_alpha_eg`` = log α_eg, taken once per (batch, gene) by the caller rather
     than once per (location, gene) here: one of the pass's three logarithms per element.
-    Returns (value, ∂/∂(w @ g) / m_g (S, G), ∂/∂m_g, ∂/∂s_eg, ∂/∂y_s, ∂/∂α_eg); the caller folds m_g into
-    the signatures for ∂/∂w, so the pass writes one (S, G) array where it wrote two.
+    Returns (value, ∂/∂(base · m_g + s_eg) (S, G), ∂/∂m_g, ∂/∂s_eg, ∂/∂y_s, ∂/∂α_eg): the second is ∂/∂(w @ g)
+    without its factor m_g, which the caller folds into the signatures for ∂/∂w, so the pass writes one (S, G)
+    array where it wrote two.
     """
     linear = base * m_g + s_eg[batch_index]
     mu = linear * y_s

@@ -2,7 +2,8 @@
 
 ATen's ``lgamma`` and ``digamma`` evaluate one element at a time on a CPU (about 9 ns each), and inductor
 calls the same scalar code; the likelihood needs both at every distinct (batch, gene, count) each step
-(0.75 of 9–12 ms per step on 800 spots, ``bench/profile_step.py``). Stirling's series after shifting the
+(about 0.9 of an 11 ms step on 800 spots, bench/RESULTS.md "Vectorised log Γ and ψ"). Stirling's series after
+shifting the
 argument up by ``SHIFT`` is a dozen vector operations instead.
 
 Accuracy in float32 (``tests/test_special_functions.py``, against float64): ψ within a few units in the
