@@ -83,9 +83,7 @@ def full_batch_step_inputs(data: Path, device: torch.device):
     return trained, next(iter(loader(0)))
 
 
-VARIANT_KEYS = {"pyro": "pyro Trace_ELBO", "eager": "fused, eager", "compiled": "fused, compiled",
-                "read-every-step": "fused, compiled, loss read after every step"}
-VARIANT_KEYS_BY_NAME = {name: key for key, name in VARIANT_KEYS.items()}
+VARIANT_KEYS = ("pyro", "eager", "compiled", "read-every-step")  # the rows, in order, as --only names them
 
 
 def main() -> None:
@@ -105,18 +103,18 @@ def main() -> None:
     trained, step_args = full_batch_step_inputs(args.workdir / args.dataset, device)
     adata, signatures = trained.adata, trained.signatures
     compiled = partial(negative_elbo, use_compile=True)
-    variants = {"pyro Trace_ELBO": (LOSSES["pyro"], READ_LOSSES_EVERY, step_args),
-                "fused, eager": (negative_elbo, READ_LOSSES_EVERY, step_args),
-                "fused, compiled": (compiled, READ_LOSSES_EVERY, step_args),
-                "fused, compiled, loss read after every step": (compiled, 1, step_args)}
-    if args.only:
-        variants = {name: v for name, v in variants.items() if VARIANT_KEYS_BY_NAME[name] in args.only}
+    rows = {"pyro": ("pyro Trace_ELBO", LOSSES["pyro"], READ_LOSSES_EVERY),
+            "eager": ("fused, eager", negative_elbo, READ_LOSSES_EVERY),
+            "compiled": ("fused, compiled", compiled, READ_LOSSES_EVERY),
+            "read-every-step": ("fused, compiled, loss read after every step", compiled, 1)}
+    variants = {name: (loss_fn, read_every) for key, (name, loss_fn, read_every) in rows.items()
+                if not args.only or key in args.only}
     print(f"{args.dataset}: {adata.n_obs} locations x {adata.n_vars} genes x {signatures.shape[1]} types, "
           f"{args.threads} thread(s), device {device}, mean of {args.steps} steps, {args.rounds} round(s) in turn\n")
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.rounds):
-        for name, (loss_fn, read_every, variant_args) in variants.items():
-            times[name].append(time_steps(loss_fn, trained, variant_args, args.steps, read_every))
+        for name, (loss_fn, read_every) in variants.items():
+            times[name].append(time_steps(loss_fn, trained, step_args, args.steps, read_every))
     print("| implementation | ms per step (rounds) | mean | relative to the first row |\n|---|---|---|---|")
     reference = None
     for name, values in times.items():

@@ -3,8 +3,7 @@
 ATen's ``lgamma`` and ``digamma`` evaluate one element at a time on a CPU (about 9 ns each), and inductor
 calls the same scalar code; the likelihood needs both at every distinct (batch, gene, count) each step
 (about 0.9 of an 11 ms step on 800 spots, bench/RESULTS.md "Vectorised log Γ and ψ"). Stirling's series after
-shifting the
-argument up by ``SHIFT`` is a dozen vector operations instead.
+shifting the argument up by ``SHIFT`` is a dozen vector operations instead.
 
 Accuracy in float32 (``tests/test_special_functions.py``, against float64): ψ within a few units in the
 last place, as ATen's float32 ψ; log Γ within 4·10⁻⁶ absolute below ``SHIFT`` (where the shift cancels)
