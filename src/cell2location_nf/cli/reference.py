@@ -43,7 +43,8 @@ def _keys_from(adata: ad.AnnData, labels_key, batch_key, covariate_keys):
 @click.option("--elbo", type=click.Choice(["fused", "pyro"]), default="fused", show_default=True,
               help="Objective: the −ELBO in plain torch, or pyro's Trace_ELBO (same value, slower).")
 @click.option("--compile/--no-compile", "compile_", default=None,
-              help="torch.compile the objective (default: when cells x genes x epochs >= 5e9).")
+              help="torch.compile the objective (default: only the per-cell objective, when cells x genes x "
+                   "epochs >= 5e9; summed per design-row group it runs eagerly).")
 @checkpoint_options
 @compile_cache_option
 @posterior_export_options("reference")

@@ -103,12 +103,15 @@ class RowNonzeros:
         small = csr.data < SHARED_VALUES
         genes = csr.indices.astype(np.int32, copy=False)  # int32 throughout: the layout is 4 bytes per array
         self.n_genes = csr.shape[1]
-        self.indptr = torch.as_tensor(csr.indptr.astype(np.int64), device=device)
+        # int32 positions while they fit: a minibatch's positions are its largest per-step arrays, and int64 ones
+        # took twice as long to make (bench/RESULTS.md, "Reference: eager when summed per group")
+        self.position_type = np.int32 if csr.nnz < np.iinfo(np.int32).max else np.int64
+        self.indptr = torch.as_tensor(csr.indptr.astype(self.position_type), device=device)
         self.keys = torch.as_tensor(genes * np.int32(SHARED_VALUES) + np.where(small, csr.data, 0).astype(np.int32),
                                     device=device)
         rows = np.repeat(np.arange(csr.shape[0], dtype=np.int32), np.diff(csr.indptr))
         large_indptr = np.concatenate([[0], np.cumsum(np.bincount(rows[~small], minlength=csr.shape[0]))])
-        self.large_indptr = torch.as_tensor(large_indptr, device=device)
+        self.large_indptr = torch.as_tensor(large_indptr.astype(self.position_type), device=device)
         self.large_genes = torch.as_tensor(genes[~small].astype(np.int64), device=device)
         self.large_values = torch.as_tensor(csr.data[~small], device=device)
         log_x = sp.csr_matrix((torch.lgamma(torch.as_tensor(csr.data) + 1).numpy(), csr.indices, csr.indptr),
@@ -129,11 +132,13 @@ class RowNonzeros:
 
     @staticmethod
     def _positions(indptr: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Where rows ``idx``'s entries lie, row after row, in arrays laid out by ``indptr``."""
+        """Where rows ``idx``'s entries lie, row after row, in arrays laid out by ``indptr`` (in its dtype)."""
         starts = indptr.index_select(0, idx)
         lengths = indptr.index_select(0, idx + 1) - starts
-        shifts = starts - (torch.cumsum(lengths, 0) - lengths)  # position minus place in the minibatch
-        return torch.repeat_interleave(shifts, lengths) + torch.arange(int(lengths.sum()), device=idx.device)
+        shifts = starts - (torch.cumsum(lengths, 0, dtype=indptr.dtype) - lengths)  # position − place in the batch
+        total = int(lengths.sum())
+        return (torch.repeat_interleave(shifts, lengths, output_size=total)
+                + torch.arange(total, dtype=indptr.dtype, device=idx.device))
 
     def gather(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         """Positions of rows ``idx``'s non-zeros, their (gene, value) keys, and their large counts."""

@@ -59,7 +59,7 @@ class ReferenceSettings:
     clip_norm: float | None = None
     min_cells_per_label: int = 10
     elbo: str = "fused"  # "fused": the −ELBO in plain torch (models/reference_elbo.py); "pyro": Trace_ELBO
-    compile: bool | None = None  # torch.compile the fused objective; None: when the run is long enough
+    compile: bool | None = None  # torch.compile the fused objective; None: see loss_function
 
 
 @dataclass
@@ -133,29 +133,32 @@ class _CellBatches:
             yield self.args(order[start:start + self.batch_size])
 
 
-COMPILE_WORK = 5e9  # cells x genes x epochs above which compiling (seconds, once) pays off
+COMPILE_WORK = 5e9  # cells x genes x epochs above which compiling the per-cell objective (seconds, once) pays off
 
 
 def loss_function(settings: ReferenceSettings, x, design: ReferenceDesign, n_epochs: int, device: torch.device):
-    """The training objective: the fused torch −ELBO (compiled on long runs) or pyro's Trace_ELBO.
+    """The training objective: the fused torch −ELBO or pyro's Trace_ELBO.
 
     Returns it and whether it reads the minibatch's count rows (the fused one sums per design-row group
-    instead when a minibatch has more cells than there are groups).
+    instead when a minibatch has more cells than there are groups). By default only the per-cell objective of
+    a long run is compiled: summed per group, what torch.compile would fuse is types x genes and groups x genes,
+    and on the 10,000-cell benchmark it saved about 1 ms of a 43 ms step for some 22 s of compiling, so the
+    eager run was 20 s shorter (bench/RESULTS.md, "Reference: eager when summed per group").
     """
     if settings.elbo == "pyro":
         return Trace_ELBO().differentiable_loss, True
     if settings.elbo != "fused":
         raise ValueError(f"elbo must be 'fused' or 'pyro', got {settings.elbo!r}")
-    work = x.shape[0] * x.shape[1] * n_epochs
-    compiled = settings.compile if settings.compile is not None else work >= COMPILE_WORK
-    if compiled:
-        log.info("Compiling the reference objective with torch.compile (once; cached for later runs)")
-        prepare_compile(device)
     groups = cell_groups(design)
     cells_per_step = min(settings.batch_size or x.shape[0], x.shape[0])
     grouped = groups.n_groups < cells_per_step
     log.info("Likelihood summed over %s (%d design-row groups, %d cells per step)",
              "design-row groups" if grouped else "cells", groups.n_groups, cells_per_step)
+    long_run = x.shape[0] * x.shape[1] * n_epochs >= COMPILE_WORK
+    compiled = settings.compile if settings.compile is not None else long_run and not grouped
+    if compiled:
+        log.info("Compiling the reference objective with torch.compile (once; cached for later runs)")
+        prepare_compile(device)
     nonzeros = RowNonzeros(x, device, groups if grouped else None)
     return partial(negative_elbo, use_compile=compiled, nonzeros=nonzeros), not grouped
 
