@@ -68,6 +68,11 @@ def test_minibatch_nonzeros_from_csr_give_the_same_objective():
     noise = {name: torch.randn_like(guide.locs[name]) for name in guide.site_names}
     torch.testing.assert_close(negative_elbo(model, guide, *batch, noise=noise, nonzeros=nonzeros),
                                negative_elbo(model, guide, *batch, noise=noise))
+    csr = sp.csr_matrix(x_all.numpy())
+    expected = np.concatenate([np.arange(csr.indptr[i], csr.indptr[i + 1]) for i in idx.tolist()])
+    positions = nonzeros.gather(idx)["positions"]
+    assert positions.dtype == torch.int32  # int32 while the reference has fewer than 2^31 non-zeros
+    np.testing.assert_array_equal(positions.numpy(), expected)
     alpha = torch.tensor([0.5, 2.0, 7.0, 30.0] + [1.0] * (x_all.shape[1] - 4), dtype=torch.float64)
     rows, cols = torch.nonzero(x_all[idx], as_tuple=True)
     values = x_all[idx][rows, cols].double()

@@ -150,6 +150,32 @@ def test_grouped_training_keeps_no_copy_of_the_counts(prepared_reference, short_
     assert grouped.history.elbo_train == with_copy.history.elbo_train == short_run.history.elbo_train
 
 
+@pytest.mark.parametrize(("batch_size", "epochs", "forced", "grouped", "compiled"), [
+    (500, 10**6, None, True, False),   # summed per group: eager however long the run
+    (500, 10**6, True, True, True),    # --compile forces it
+    (None, 10**6, None, False, True),  # minibatches no larger than the groups: per cell; long run: compiled
+    (None, 2, None, False, False),     # per cell, short run: eager
+])
+def test_only_a_long_per_cell_objective_compiles_by_default(prepared_reference, monkeypatch, batch_size, epochs,
+                                                            forced, grouped, compiled):
+    """Summed per design-row group the compiled pieces are types x genes and groups x genes, which saved 1–3 ms of
+    a 43 ms step for 18–22 s of compiling on the benchmark (bench/RESULTS.md); the per-cell pass still pays."""
+    from cell2location_nf.models.reference import cell_groups
+    from cell2location_nf.stages import reference as stage
+    from cell2location_nf.stages.reference_design import build_design
+
+    monkeypatch.setattr(stage, "prepare_compile", lambda device: None)  # nothing is compiled here
+    design = build_design(prepared_reference, "cell_type", "batch", ["chemistry"], 10, "reference")
+    n_cells = prepared_reference.n_obs
+    if batch_size is None:  # as many cells per step as groups: the objective runs per cell
+        assert cell_groups(design).n_groups < n_cells
+        batch_size = cell_groups(design).n_groups
+    settings = ReferenceSettings(batch_size=batch_size, compile=forced)
+    loss, reads_rows = stage.loss_function(settings, prepared_reference.X, design, epochs, torch.device("cpu"))
+    assert reads_rows is not grouped
+    assert loss.keywords["use_compile"] is compiled
+
+
 @pytest.mark.parametrize("sparse", [False, True])
 def test_example_rows_come_from_the_source_matrix(sparse):
     """The guide's example rows are read from the counts whether or not minibatches gather rows."""

@@ -142,8 +142,8 @@ def loss_function(settings: ReferenceSettings, x, design: ReferenceDesign, n_epo
     Returns it and whether it reads the minibatch's count rows (the fused one sums per design-row group
     instead when a minibatch has more cells than there are groups). By default only the per-cell objective of
     a long run is compiled: summed per group, what torch.compile would fuse is types x genes and groups x genes,
-    and on the 10,000-cell benchmark it saved about 1 ms of a 43 ms step for some 22 s of compiling, so the
-    eager run was 20 s shorter (bench/RESULTS.md, "Reference: eager when summed per group").
+    and on the 10,000-cell benchmark it saved 1–3 ms of a 43 ms step for 18–22 s of compiling, and the
+    eager run took 54.8 s against 77.0 s (bench/RESULTS.md, "Reference: eager when summed per group").
     """
     if settings.elbo == "pyro":
         return Trace_ELBO().differentiable_loss, True
