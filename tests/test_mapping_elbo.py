@@ -117,3 +117,31 @@ def test_compiled_negative_elbo_equals_eager():
     assert_same_objective(guide, lambda: negative_elbo(model, guide, counts, batch, idx, noise, use_compile=False),
                           lambda: negative_elbo(model, guide, counts, batch, idx, noise, use_compile=True),
                           value_rtol=1e-5, grad_rtol=1e-3, grad_atol=1e-3)
+
+
+def test_minibatch_counts_from_csr_rows_equal_a_scan_of_the_dense_rows():
+    """A minibatch's non-zeros come from its CSR rows (no dense scan): every field of the batch is the same, bit
+    for bit, also when the slide's CSR has unsorted columns and stored zeros, and the caller's matrix stays as is."""
+    from cell2location_nf.stages.mapping import _LocationBatches
+
+    rng = np.random.default_rng(3)
+    dense = (rng.negative_binomial(1, 0.2, size=(300, 40)) * (rng.random((300, 40)) < 0.3)).astype(np.float32)
+    sorted_csr = sp.csr_matrix(dense)
+    order = np.concatenate([start + rng.permutation(end - start)  # columns out of order within each row
+                            for start, end in zip(sorted_csr.indptr[:-1], sorted_csr.indptr[1:], strict=True)])
+    data = sorted_csr.data[order]
+    data[:2] = 0  # and two stored zeros
+    slide = sp.csr_matrix((data, sorted_csr.indices[order], sorted_csr.indptr), shape=dense.shape)
+    assert not slide.has_sorted_indices
+    before = (slide.data.copy(), slide.indices.copy(), slide.indptr.copy())
+    expected = slide.toarray()  # the dense rows the loader scanned before
+    batch = rng.integers(0, 2, 300)
+    loader = _LocationBatches(slide, batch, 2, 64, torch.device("cpu"), seed=0)
+    idx = rng.permutation(300)[:64]
+    counts, batch_index, _ = loader._step(idx)
+    scanned = CountBatch(torch.as_tensor(expected[idx]), batch_index, 2)
+    for name in ["x", "log_factorial", "nonzeros_per_batch_gene", "distinct_batch_gene", "distinct_values",
+                 "distinct_counts", "batch_one_hot_t"]:
+        assert torch.equal(getattr(counts, name), getattr(scanned, name)), name
+    for kept, now in zip(before, (slide.data, slide.indices, slide.indptr), strict=True):
+        np.testing.assert_array_equal(kept, now)

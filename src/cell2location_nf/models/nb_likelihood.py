@@ -23,15 +23,24 @@ from .special_functions import log_gamma_and_digamma
 
 
 class CountBatch:
-    """Counts of a (mini)batch, pre-digested for :func:`neg_binomial_log_lik` (built once per batch of rows)."""
+    """Counts of a (mini)batch, pre-digested for :func:`neg_binomial_log_lik` (built once per batch of rows).
 
-    def __init__(self, x: torch.Tensor, batch_index: torch.Tensor, n_batches: int):
+    ``nonzeros``: (rows, columns, values) of x's non-zero entries in row-major order, when the caller has them
+    (a minibatch cut from a CSR matrix); they replace a scan of the dense rows, which took about half of building
+    a batch of 5,000 Visium HD bins (bench/RESULTS.md, "Minibatch counts from the CSR rows").
+    """
+
+    def __init__(self, x: torch.Tensor, batch_index: torch.Tensor, n_batches: int,
+                 nonzeros: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
         self.x = x
         self.n_rows, n_genes = x.shape
         self.batch_index = batch_index
         self.batch_one_hot_t = torch.nn.functional.one_hot(batch_index, n_batches).to(x.dtype).T.contiguous()
-        rows, cols = torch.nonzero(x, as_tuple=True)
-        values = x[rows, cols]
+        if nonzeros is None:
+            rows, cols = torch.nonzero(x, as_tuple=True)
+            values = x[rows, cols]
+        else:
+            rows, cols, values = nonzeros
         self.log_factorial = torch.lgamma(values + 1).sum()  # Σ log x!: constant, computed once
         batch_gene = batch_index[rows] * n_genes + cols  # position of each non-zero in (E, G)
         self.nonzeros_per_batch_gene = torch.bincount(batch_gene, minlength=n_batches * n_genes).to(x.dtype)

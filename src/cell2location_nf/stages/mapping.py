@@ -177,6 +177,18 @@ def batch_codes(adata: ad.AnnData) -> np.ndarray:
     return adata.obs["batch"].cat.codes.to_numpy().astype(np.int64)
 
 
+def canonical_csr(x) -> sp.csr_matrix:
+    """x as float32 CSR with sorted column indices and no stored zeros, so that a minibatch's CSR rows list its
+    non-zeros in the order ``torch.nonzero`` would (the same sums, bit for bit). Copies only when it must."""
+    csr = sp.csr_matrix(x, dtype=np.float32)
+    if csr.has_sorted_indices and not (csr.data == 0).any():
+        return csr
+    csr = sp.csr_matrix(x, dtype=np.float32, copy=True)  # the caller's arrays stay as they are
+    csr.eliminate_zeros()
+    csr.sort_indices()
+    return csr
+
+
 class _LocationBatches:
     """All locations per step (full batch) or shuffled minibatches; yields (counts, batch index, idx)."""
 
@@ -185,7 +197,7 @@ class _LocationBatches:
         self.n_obs = x.shape[0]
         self.device = device
         self.full = not uses_minibatches(batch_size, self.n_obs)
-        self.x = sp.csr_matrix(x, dtype=np.float32)
+        self.x = canonical_csr(x)
         self.batch_index = torch.as_tensor(np.asarray(batch_index, dtype=np.int64), device=device)
         self.batch_size = batch_size or self.n_obs
         self.generator = torch.Generator().manual_seed(seed)
@@ -195,7 +207,11 @@ class _LocationBatches:
     def _step(self, idx: np.ndarray) -> tuple[CountBatch, torch.Tensor, torch.Tensor]:
         rows = torch.as_tensor(idx, device=self.device)
         batch_index = self.batch_index[rows]
-        counts = CountBatch(torch.as_tensor(self.x[idx].toarray(), device=self.device), batch_index, self.n_batches)
+        cut = self.x[idx]
+        in_rows = np.repeat(np.arange(len(idx), dtype=np.int64), np.diff(cut.indptr))
+        nonzeros = tuple(torch.as_tensor(a, device=self.device)
+                         for a in (in_rows, cut.indices.astype(np.int64), cut.data))
+        counts = CountBatch(torch.as_tensor(cut.toarray(), device=self.device), batch_index, self.n_batches, nonzeros)
         return counts, batch_index, rows
 
     def __call__(self, epoch: int):
