@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..inference.compile import CompiledOrEager
+from ..preprocessing.counts import canonical_csr
 from .elbo_terms import ambient_and_overdispersion_logp, gamma_logp, lognormal_draws
 from .guide import MeanFieldGuide
 from .reference import CellGroups, ReferenceModel, ReferencePriors, expected_mean
@@ -98,20 +99,19 @@ class RowNonzeros:
     def __init__(self, x, device: torch.device | str = "cpu", groups: CellGroups | None = None):
         import scipy.sparse as sp
 
-        csr = sp.csr_matrix(x, dtype=np.float32)
-        csr.eliminate_zeros()
+        csr = canonical_csr(x)
         small = csr.data < SHARED_VALUES
         genes = csr.indices.astype(np.int32, copy=False)  # int32 throughout: the layout is 4 bytes per array
         self.n_genes = csr.shape[1]
         # int32 positions while they fit: a minibatch's positions are its largest per-step arrays, and int64 ones
         # took twice as long to make (bench/RESULTS.md, "Reference: eager when summed per group")
-        self.position_type = np.int32 if csr.nnz < np.iinfo(np.int32).max else np.int64
-        self.indptr = torch.as_tensor(csr.indptr.astype(self.position_type), device=device)
+        position_type = np.int32 if csr.nnz < np.iinfo(np.int32).max else np.int64
+        self.indptr = torch.as_tensor(csr.indptr.astype(position_type), device=device)
         self.keys = torch.as_tensor(genes * np.int32(SHARED_VALUES) + np.where(small, csr.data, 0).astype(np.int32),
                                     device=device)
         rows = np.repeat(np.arange(csr.shape[0], dtype=np.int32), np.diff(csr.indptr))
         large_indptr = np.concatenate([[0], np.cumsum(np.bincount(rows[~small], minlength=csr.shape[0]))])
-        self.large_indptr = torch.as_tensor(large_indptr.astype(self.position_type), device=device)
+        self.large_indptr = torch.as_tensor(large_indptr.astype(position_type), device=device)
         self.large_genes = torch.as_tensor(genes[~small].astype(np.int64), device=device)
         self.large_values = torch.as_tensor(csr.data[~small], device=device)
         log_x = sp.csr_matrix((torch.lgamma(torch.as_tensor(csr.data) + 1).numpy(), csr.indices, csr.indptr),

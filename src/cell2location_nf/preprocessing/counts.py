@@ -1,4 +1,5 @@
-"""Check that a matrix holds raw UMI counts: finite, non-negative integers."""
+"""Count matrices: check that one holds raw UMI counts (finite, non-negative integers), and lay one out as
+canonical CSR for the training steps."""
 
 from __future__ import annotations
 
@@ -35,3 +36,16 @@ def check_raw_counts(x: np.ndarray | sp.spmatrix, source: str, hint: str = "") -
             f"{source}: {int(fractional.sum())} count value(s) are not integers (e.g. "
             f"{values[fractional][0]:g}); {RAW_COUNTS_HINT}.{suffix}"
         )
+
+
+def canonical_csr(x) -> sp.csr_matrix:
+    """x as float32 CSR with sorted column indices and no stored zeros, so that its rows list their non-zeros in
+    the order ``torch.nonzero`` would (the same sums, bit for bit). Copies only when it must: the caller's arrays
+    (an AnnData's X) are never changed in place."""
+    csr = sp.csr_matrix(x, dtype=np.float32)
+    if csr.has_sorted_indices and not (csr.data == 0).any():
+        return csr
+    csr = sp.csr_matrix(x, dtype=np.float32, copy=True)
+    csr.eliminate_zeros()
+    csr.sort_indices()
+    return csr

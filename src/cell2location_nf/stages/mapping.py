@@ -50,7 +50,7 @@ from ..models.mapping_elbo import CountBatch, negative_elbo
 from ..plots.mapping_qc import plot_spatial_qc_across_batches
 from ..plots.reference_qc import plot_reconstruction
 from ..plots.training import plot_history
-from ..preprocessing.counts import check_raw_counts
+from ..preprocessing.counts import canonical_csr, check_raw_counts
 from .mapping_inputs import check_aligned, check_signatures
 
 log = logging.getLogger(__name__)
@@ -175,18 +175,6 @@ class TrainedMapping:
 def batch_codes(adata: ad.AnnData) -> np.ndarray:
     """Integer batch code of every location (the model's e(s))."""
     return adata.obs["batch"].cat.codes.to_numpy().astype(np.int64)
-
-
-def canonical_csr(x) -> sp.csr_matrix:
-    """x as float32 CSR with sorted column indices and no stored zeros, so that a minibatch's CSR rows list its
-    non-zeros in the order ``torch.nonzero`` would (the same sums, bit for bit). Copies only when it must."""
-    csr = sp.csr_matrix(x, dtype=np.float32)
-    if csr.has_sorted_indices and not (csr.data == 0).any():
-        return csr
-    csr = sp.csr_matrix(x, dtype=np.float32, copy=True)  # the caller's arrays stay as they are
-    csr.eliminate_zeros()
-    csr.sort_indices()
-    return csr
 
 
 class _LocationBatches:
