@@ -103,8 +103,8 @@ class RowNonzeros:
         small = csr.data < SHARED_VALUES
         genes = csr.indices.astype(np.int32, copy=False)  # int32 throughout: the layout is 4 bytes per array
         self.n_genes = csr.shape[1]
-        # int32 positions while they fit: a minibatch's positions are its largest per-step arrays, and int64 ones
-        # took twice as long to make (bench/RESULTS.md, "Reference: eager when summed per group")
+        # int32 positions while they fit: a minibatch's positions are its largest per-step arrays, and with int64
+        # ones a step took 6 ms longer (bench/RESULTS.md, "Reference: eager when summed per group")
         position_type = np.int32 if csr.nnz < np.iinfo(np.int32).max else np.int64
         self.indptr = torch.as_tensor(csr.indptr.astype(position_type), device=device)
         self.keys = torch.as_tensor(genes * np.int32(SHARED_VALUES) + np.where(small, csr.data, 0).astype(np.int32),
