@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from cell2location_nf.errors import InputError
-from cell2location_nf.preprocessing.counts import check_raw_counts
+from cell2location_nf.preprocessing.counts import canonical_csr, check_raw_counts
 from cell2location_nf.preprocessing.genes import match_genes, split_mitochondrial
 
 from .conftest import make_adata
@@ -80,3 +80,20 @@ def test_bad_counts_are_rejected_with_the_source_named(values, message, sparse):
 
 def test_integer_valued_floats_are_raw_counts():
     check_raw_counts(sp.csr_matrix(np.array([[0.0, 3.0], [12.0, 0.0]], dtype=np.float32)), "x")
+
+
+def test_canonical_csr_sums_duplicates_sorts_and_drops_zeros_without_touching_the_input():
+    # row 0: column 2 twice (1 + 2), then column 0; row 1: a stored zero at column 1, then column 3
+    x = sp.csr_matrix((np.array([1, 2, 4, 0, 5], dtype=np.float32), np.array([2, 2, 0, 1, 3]),
+                       np.array([0, 3, 5])), shape=(2, 4))
+    before = (x.data.copy(), x.indices.copy(), x.indptr.copy())
+    csr = canonical_csr(x)
+    np.testing.assert_array_equal(csr.indptr, [0, 2, 3])
+    np.testing.assert_array_equal(csr.indices, [0, 2, 3])
+    np.testing.assert_array_equal(csr.data, [4, 3, 5])
+    np.testing.assert_array_equal(csr.toarray(), x.toarray())
+    for kept, now in zip(before, (x.data, x.indices, x.indptr), strict=True):
+        np.testing.assert_array_equal(kept, now)
+    already = canonical_csr(csr)
+    assert np.shares_memory(already.data, csr.data)  # canonical float32 input: no copy
+

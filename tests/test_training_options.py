@@ -52,6 +52,50 @@ def test_poisson_nmf_on_sparse_counts_follows_the_dense_updates():
     torch.testing.assert_close(m_sparse, m, rtol=1e-4, atol=1e-5)
 
 
+def test_poisson_nmf_in_place_with_int32_indices_equals_the_allocating_int64_form(monkeypatch):
+    """On CPU the warm start's sparse counts carry int32 indices and its ratios at the non-zeros are rewritten in
+    one buffer (faster): the same abundances and scales, bit for bit, as allocating them anew with int64 indices;
+    unsorted columns, duplicates and stored zeros give the canonical matrix's result, and the caller's matrix is
+    not changed."""
+    import cell2location_nf.inference.warm_start as warm_start
+
+    rng = np.random.default_rng(2)
+    signatures = torch.as_tensor(rng.gamma(0.5, 1.0, size=(6, 150)), dtype=torch.float32)
+    detection = torch.as_tensor(rng.gamma(20.0, 1 / 20, size=(90, 1)), dtype=torch.float32)
+    n_cells = torch.full((90, 1), 4.0)
+    canonical = sp.csr_matrix((rng.poisson(0.3, size=(90, 150)) * (rng.random((90, 150)) < 0.2)).astype(np.float32))
+    # the same counts with each row's entries reversed, its first entry split in two and a stored zero at its end
+    data, indices, indptr = [], [], [0]
+    for row in range(90):
+        values = canonical.data[canonical.indptr[row]:canonical.indptr[row + 1]].tolist()
+        columns = canonical.indices[canonical.indptr[row]:canonical.indptr[row + 1]].tolist()
+        if values:
+            values[0] -= 0.5
+            values, columns = values[::-1] + [0.5], columns[::-1] + [columns[0]]
+        data += values + [0.0]
+        indices += columns + [149 - row % 3]
+        indptr.append(len(data))
+    messy = sp.csr_matrix((np.array(data, np.float32), np.array(indices), np.array(indptr)), shape=canonical.shape)
+    assert not messy.has_canonical_format
+    kept = (messy.data.copy(), messy.indices.copy(), messy.indptr.copy())
+    assert warm_start._csr_tensor(canonical, torch.device("cpu")).col_indices().dtype == torch.int32
+    w32, m32 = poisson_nmf(messy, signatures, detection, n_cells, n_iter=40)
+    for before, now in zip(kept, (messy.data, messy.indices, messy.indptr), strict=True):
+        np.testing.assert_array_equal(before, now)
+
+    int32_tensor = warm_start._csr_tensor
+
+    def int64_tensor(x, device):
+        t = int32_tensor(x, device)
+        return torch.sparse_csr_tensor(t.crow_indices().long(), t.col_indices().long(), t.values(), size=t.shape)
+
+    w_alloc, m_alloc = poisson_nmf(canonical, signatures, detection, n_cells, n_iter=40, in_place=False)
+    assert torch.equal(w32, w_alloc) and torch.equal(m32, m_alloc)
+    monkeypatch.setattr(warm_start, "_csr_tensor", int64_tensor)
+    w64, m64 = poisson_nmf(canonical, signatures, detection, n_cells, n_iter=40, in_place=False)
+    assert torch.equal(w32, w64) and torch.equal(m32, m64)
+
+
 def test_plateau_rule():
     schedule = Schedule(tol=1e-3, window=10, min_epochs=30)
     falling = [100.0 - i for i in range(40)]

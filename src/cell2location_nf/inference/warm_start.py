@@ -20,35 +20,68 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ..preprocessing.counts import canonical_csr
+
 
 def _csr_tensor(x: sp.csr_matrix, device: torch.device) -> torch.Tensor:
-    x.sum_duplicates()  # sorted column indices, as torch's sparse CSR kernels expect
-    return torch.sparse_csr_tensor(torch.as_tensor(x.indptr, dtype=torch.int64),
-                                   torch.as_tensor(x.indices, dtype=torch.int64), torch.as_tensor(x.data),
-                                   size=x.shape, device=device)
+    """x (canonical CSR: sorted columns, as torch's sparse kernels expect) as a torch sparse CSR tensor.
+
+    On CPU its indices are int32 while they fit: each iteration's sparse-dense product runs faster with them and
+    gives the same values bit for bit (bench/RESULTS.md, "Warm start with 32-bit indices"). Elsewhere int64, the
+    layout that GPU runs were measured with.
+    """
+    fits = max(x.nnz, *x.shape) < np.iinfo(np.int32).max
+    index_type = torch.int32 if fits and torch.device(device).type == "cpu" else torch.int64
+    return torch.sparse_csr_tensor(torch.as_tensor(x.indptr).to(index_type), torch.as_tensor(x.indices).to(index_type),
+                                   torch.as_tensor(x.data), size=x.shape, device=device)
+
+
+def ratios_at_nonzeros(counts: torch.Tensor, weights: torch.Tensor, gm: torch.Tensor,
+                       buffer: torch.Tensor | None = None) -> torch.Tensor:
+    """x / mean at x's non-zeros (mean = weights @ gm there, plus 1e-8), a sparse CSR tensor with x's layout.
+
+    With ``buffer`` (a sparse CSR tensor with that layout and finite values) it is computed in ``buffer``'s values
+    and ``buffer`` is returned: ``sampled_addmm`` then neither copies x's indices and values nor allocates the
+    arrays of the means and ratios, which halved the warm start's time on a Visium HD slide, the same values bit
+    for bit (bench/RESULTS.md, "Warm start without copies"). Without it (used off the CPU, where the in-place
+    form has not been measured) each call allocates them anew.
+    """
+    observed = counts.values()
+    if buffer is None:
+        mean = torch.sparse.sampled_addmm(counts, weights, gm, beta=0.0).values() + 1e-8
+        return torch.sparse_csr_tensor(counts.crow_indices(), counts.col_indices(), observed / mean, size=counts.shape)
+    torch.sparse.sampled_addmm(buffer, weights, gm, beta=0.0, out=buffer)
+    values = buffer.values()
+    values.add_(1e-8)
+    torch.div(observed, values, out=values)
+    return buffer
 
 
 def poisson_nmf(x: sp.spmatrix | np.ndarray, signatures: torch.Tensor, detection: torch.Tensor, n_cells: torch.Tensor,
-                n_iter: int = 300, floor: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+                n_iter: int = 300, floor: float = 1e-3,
+                in_place: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Abundances w (S x F) and gene scales m (1 x G); x are the counts, the rest tensors on one device.
 
     ``detection`` and ``n_cells`` are (S, 1). Memory grows with the non-zeros of x, not with S x G.
+    ``in_place``: reuse one buffer for the ratios at the non-zeros (:func:`ratios_at_nonzeros`); by default on CPU.
     """
     device = signatures.device
-    x = sp.csr_matrix(x, dtype=np.float32)
+    x = canonical_csr(x)
     with warnings.catch_warnings():  # torch flags sparse CSR support as beta on every construction
         warnings.simplefilter("ignore", UserWarning)
         counts = _csr_tensor(x, device)
+        if in_place is None:
+            in_place = device.type == "cpu"
+        zeros = torch.zeros_like(counts.values())
+        buffer = (torch.sparse_csr_tensor(counts.crow_indices(), counts.col_indices(), zeros, size=counts.shape)
+                  if in_place else None)
         n_factors = signatures.shape[0]
         w = (n_cells / n_factors).expand(-1, n_factors).clone()
         m = torch.ones(1, signatures.shape[1], device=device)
         totals = torch.as_tensor(np.asarray(x.sum(axis=0)).ravel(), device=device, dtype=torch.float32)
-        observed = counts.values()
         for _ in range(n_iter):
             gm = signatures * m
-            mean = torch.sparse.sampled_addmm(counts, w * detection, gm, beta=0.0).values() + 1e-8
-            ratio = torch.sparse_csr_tensor(counts.crow_indices(), counts.col_indices(), observed / mean,
-                                            size=counts.shape)
+            ratio = ratios_at_nonzeros(counts, w * detection, gm, buffer)
             w = (w * (ratio @ gm.T) / (gm.sum(dim=1) * detection)).clamp_min(floor)
             expected = (detection * w).sum(dim=0) @ signatures  # Σ_s y_s Σ_f w_sf g_fg per gene
             m = (totals / expected.clamp_min(1e-8)).clamp_min(floor).unsqueeze(0)

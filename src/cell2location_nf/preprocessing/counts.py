@@ -39,13 +39,13 @@ def check_raw_counts(x: np.ndarray | sp.spmatrix, source: str, hint: str = "") -
 
 
 def canonical_csr(x) -> sp.csr_matrix:
-    """x as float32 CSR with sorted column indices and no stored zeros, so that its rows list their non-zeros in
-    the order ``torch.nonzero`` would (the same sums, bit for bit). Copies only when it must: the caller's arrays
-    (an AnnData's X) are never changed in place."""
+    """x as float32 CSR with sorted column indices, no duplicate entries and no stored zeros, so that its rows list
+    their non-zeros in the order ``torch.nonzero`` would (the same sums, bit for bit). Copies only when it must: the
+    caller's arrays (an AnnData's X) are never changed in place."""
     csr = sp.csr_matrix(x, dtype=np.float32)
-    if csr.has_sorted_indices and not (csr.data == 0).any():
+    if csr.has_canonical_format and not (csr.data == 0).any():
         return csr
     csr = sp.csr_matrix(x, dtype=np.float32, copy=True)
+    csr.sum_duplicates()  # also sorts the column indices
     csr.eliminate_zeros()
-    csr.sort_indices()
     return csr
