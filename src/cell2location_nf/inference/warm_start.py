@@ -27,7 +27,7 @@ def _csr_tensor(x: sp.csr_matrix, device: torch.device) -> torch.Tensor:
     """x (canonical CSR: sorted columns, as torch's sparse kernels expect) as a torch sparse CSR tensor.
 
     On CPU its indices are int32 while they fit: each iteration's sparse-dense product runs faster with them and
-    gives the same values bit for bit (bench/RESULTS.md, "Warm start with 32-bit indices"). Elsewhere int64, the
+    gives the same values bit for bit (bench/RESULTS.md, "Warm start without copies"). Elsewhere int64, the
     layout that GPU runs were measured with.
     """
     fits = max(x.nnz, *x.shape) < np.iinfo(np.int32).max
