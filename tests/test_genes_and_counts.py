@@ -96,4 +96,3 @@ def test_canonical_csr_sums_duplicates_sorts_and_drops_zeros_without_touching_th
         np.testing.assert_array_equal(kept, now)
     already = canonical_csr(csr)
     assert np.shares_memory(already.data, csr.data)  # canonical float32 input: no copy
-

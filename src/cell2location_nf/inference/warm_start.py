@@ -26,9 +26,9 @@ from ..preprocessing.counts import canonical_csr
 def _csr_tensor(x: sp.csr_matrix, device: torch.device) -> torch.Tensor:
     """x (canonical CSR: sorted columns, as torch's sparse kernels expect) as a torch sparse CSR tensor.
 
-    On CPU its indices are int32 while they fit: each iteration's sparse-dense product runs faster with them and
-    gives the same values bit for bit (bench/RESULTS.md, "Warm start without copies"). Elsewhere int64, the
-    layout that GPU runs were measured with.
+    On CPU its indices are int32 while they fit, half the index bytes that every iteration's sparse products read,
+    with the same values bit for bit (bench/RESULTS.md, "Warm start without copies"). Elsewhere int64, the layout
+    that GPU runs were measured with.
     """
     fits = max(x.nnz, *x.shape) < np.iinfo(np.int32).max
     index_type = torch.int32 if fits and torch.device(device).type == "cpu" else torch.int64
@@ -72,9 +72,10 @@ def poisson_nmf(x: sp.spmatrix | np.ndarray, signatures: torch.Tensor, detection
         counts = _csr_tensor(x, device)
         if in_place is None:
             in_place = device.type == "cpu"
-        zeros = torch.zeros_like(counts.values())
-        buffer = (torch.sparse_csr_tensor(counts.crow_indices(), counts.col_indices(), zeros, size=counts.shape)
-                  if in_place else None)
+        buffer = None
+        if in_place:
+            zeros = torch.zeros_like(counts.values())
+            buffer = torch.sparse_csr_tensor(counts.crow_indices(), counts.col_indices(), zeros, size=counts.shape)
         n_factors = signatures.shape[0]
         w = (n_cells / n_factors).expand(-1, n_factors).clone()
         m = torch.ones(1, signatures.shape[1], device=device)
