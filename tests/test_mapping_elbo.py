@@ -145,3 +145,39 @@ def test_minibatch_counts_from_csr_rows_equal_a_scan_of_the_dense_rows():
         assert torch.equal(getattr(counts, name), getattr(scanned, name)), name
     for kept, now in zip(before, (slide.data, slide.indices, slide.indptr), strict=True):
         np.testing.assert_array_equal(kept, now)
+
+
+def test_dynamic_compile_serves_every_minibatch_size_with_one_graph():
+    """DYNAMIC compiles once for all sizes, also when the first size equals another dimension's (torch would make
+    the two one symbol and compile again for the next size), and gives eager's values."""
+    from torch._dynamo.utils import counters
+
+    from cell2location_nf.inference.compile import DYNAMIC
+
+    def row_sums(x, w):
+        return (x * w).sum(dim=1)
+
+    kernel = CompiledOrEager(row_sums, "row sums")
+    graphs = counters["stats"]["unique_graphs"]
+    for rows in (7, 5, 3):  # 7 rows against 7 columns first
+        x, w = torch.rand(rows, 7), torch.rand(7)
+        torch.testing.assert_close(kernel(DYNAMIC, x, w), row_sums(x, w))
+        if kernel.failed:
+            pytest.skip("torch.compile is not available on this machine")
+    assert counters["stats"]["unique_graphs"] - graphs == 1
+
+
+def test_dynamic_compiled_negative_elbo_equals_eager_at_two_minibatch_sizes():
+    from cell2location_nf.inference.compile import DYNAMIC
+
+    model, guide, x, batch = _problem(seed=6)
+    for subset in ([0, 3, 4, 9, 12, 17, 25], [1, 2, 8, 20]):
+        idx = torch.tensor(subset)
+        counts = CountBatch(x[idx], batch[idx], 2)
+        torch.manual_seed(2)
+        noise = {name: torch.randn_like(guide.locs[name][idx] if name in LOCAL_SITES else guide.locs[name])
+                 for name in guide.site_names}
+        args = (model, guide, counts, batch[idx], idx, noise)
+        assert_same_objective(guide, lambda a=args: negative_elbo(*a, use_compile=False),
+                              lambda a=args: negative_elbo(*a, use_compile=DYNAMIC),
+                              value_rtol=1e-5, grad_rtol=1e-3, grad_atol=1e-3)

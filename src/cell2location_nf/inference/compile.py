@@ -6,7 +6,8 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 # Compile in this process: a pool of compile workers costs seconds to start and stop, and our few small
@@ -82,24 +83,51 @@ def probe_cpu_isa_in_background() -> threading.Thread | None:
     return thread
 
 
+DYNAMIC = "dynamic"  # use_compile value: every dimension dynamic from the first call (shapes that change per step)
+
+
+@contextmanager
+def distinct_symbols_for_equal_sizes() -> Iterator[None]:
+    """While compiling with dynamic shapes, give each dimension its own symbol even where two sizes are equal.
+
+    torch's "duck shaping" makes equal sizes one symbol (e.g. 5,000 bins per minibatch and 5,000 genes), and the
+    first minibatch of another size then breaks that equality and compiles everything again. The setting is a
+    private detail of torch's; without it nothing changes.
+    """
+    try:
+        from torch.fx.experimental import _config as fx_config
+    except ImportError:
+        fx_config = None
+    if fx_config is None or not hasattr(fx_config, "use_duck_shape"):
+        yield
+        return
+    with fx_config.patch(use_duck_shape=False):
+        yield
+
+
 class CompiledOrEager:
     """Call ``fn`` through torch.compile when asked (compiled on first use), else eagerly.
 
-    If compilation fails (no C++ compiler on CPU, no Triton on GPU) it warns once and runs ``fn`` eagerly
-    from then on: the same values, only slower.
+    ``use_compile``: False (eager), True (torch's default: sizes static until one changes, then a second, dynamic
+    compile) or :data:`DYNAMIC` (one compile with every size dynamic, for minibatches whose sizes change: a
+    20,000-bin mapping compiled 4 graphs instead of 8, bench/RESULTS.md "Minibatch graphs dynamic from the start").
+    If compilation fails (no C++ compiler on CPU, no Triton on GPU) it warns once and runs ``fn`` eagerly from then
+    on: the same values, only slower.
     """
 
     def __init__(self, fn: Callable, what: str):
         self.fn, self.what = fn, what
-        self.compiled: Callable | None = None
+        self.compiled: dict[bool, Callable] = {}
         self.failed = False
 
-    def __call__(self, use_compile: bool, *args):
+    def __call__(self, use_compile: bool | str, *args):
         if use_compile and not self.failed:
+            dynamic = use_compile == DYNAMIC
             try:
-                if self.compiled is None:
-                    self.compiled = torch.compile(self.fn, dynamic=None)
-                return self.compiled(*args)
+                if dynamic not in self.compiled:
+                    self.compiled[dynamic] = torch.compile(self.fn, dynamic=True if dynamic else None)
+                with distinct_symbols_for_equal_sizes() if dynamic else nullcontext():
+                    return self.compiled[dynamic](*args)
             except Exception as err:
                 log.warning("torch.compile of %s failed (%s); running it eagerly", self.what, err)
                 self.failed = True

@@ -80,10 +80,11 @@ _site_terms = CompiledOrEager(site_terms, "the prior terms")
 
 def negative_elbo(model: MappingModel, guide: MeanFieldGuide, counts: CountBatch, batch_index: torch.Tensor,
                   idx: torch.Tensor, noise: dict[str, torch.Tensor] | None = None,
-                  use_compile: bool = False) -> torch.Tensor:
+                  use_compile: bool | str = False) -> torch.Tensor:
     """−ELBO estimate (scaled to all locations) for one minibatch.
 
-    ``use_compile``: fuse the prior/entropy terms and the likelihood pass with torch.compile (same values).
+    ``use_compile``: fuse the prior/entropy terms and the likelihood pass with torch.compile (same values);
+    ``inference.compile.DYNAMIC`` compiles them once for every minibatch size (see ``CompiledOrEager``).
     """
     noise = noise if noise is not None else draw_noise(guide, idx)
     args = (dict(guide.locs), dict(guide.raw_scales), noise, idx, batch_index, model.n_cells[idx],

@@ -101,7 +101,7 @@ def _weights_gradient(grad_linear: torch.Tensor, cell_state: torch.Tensor, m_g: 
 
 class _NegBinomialLogLik(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, w_sf, m_g, s_eg, y_s, alpha_eg, cell_state, counts: CountBatch, use_compile: bool):
+    def forward(ctx, w_sf, m_g, s_eg, y_s, alpha_eg, cell_state, counts: CountBatch, use_compile: bool | str):
         value, grad_linear, grad_m, grad_s, grad_y, grad_alpha = _likelihood_pass(
             use_compile, w_sf @ cell_state, counts.x, m_g, s_eg, y_s, alpha_eg, torch.log(alpha_eg),
             counts.batch_index, counts.batch_one_hot_t)
@@ -122,6 +122,6 @@ class _NegBinomialLogLik(torch.autograd.Function):
 
 def neg_binomial_log_lik(w_sf: torch.Tensor, m_g: torch.Tensor, s_eg: torch.Tensor, y_s: torch.Tensor,
                          alpha_eg: torch.Tensor, cell_state: torch.Tensor, counts: CountBatch,
-                         use_compile: bool = False) -> torch.Tensor:
+                         use_compile: bool | str = False) -> torch.Tensor:
     """Σ_sg log NB(x_sg | μ_sg, α_{e(s)g}) + Σ log x! (subtract counts.log_factorial for the full density)."""
     return _NegBinomialLogLik.apply(w_sf, m_g, s_eg, y_s, alpha_eg, cell_state, counts, use_compile)

@@ -31,7 +31,7 @@ from ..export.posterior import (
     summarise_draws,
 )
 from ..inference.checkpoint import Checkpoint
-from ..inference.compile import log_compile_cache_use, prepare_compile
+from ..inference.compile import DYNAMIC, log_compile_cache_use, prepare_compile
 from ..inference.device import resolve_device
 from ..inference.svi import Schedule, TrainingHistory, run_svi, seed_everything
 from ..inference.warm_start import poisson_nmf
@@ -309,7 +309,8 @@ def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: Mapping
     loss_fn = LOSSES[settings.elbo]
     if compiled:
         log.info("Compiling the objective with torch.compile (once; cached for later runs)")
-        loss_fn = partial(negative_elbo, use_compile=True)
+        # minibatch sizes change (the last one of an epoch, the distinct counts of every step): one dynamic compile
+        loss_fn = partial(negative_elbo, use_compile=True if data.full else DYNAMIC)
     history = run_svi(model, guide, data, settings.max_epochs, settings.lr, settings.clip_norm, name="mapping",
                       loss_fn=loss_fn, schedule=schedule, scale_lr_factor=settings.scale_lr_factor,
                       checkpoint=checkpoint, on_epoch=None if on_epoch is None else lambda done: on_epoch(done, guide))
