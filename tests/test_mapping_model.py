@@ -265,6 +265,24 @@ def test_signatures_must_match_the_spatial_genes(inputs):
         align_genes(adata, mouse, "sig.csv")
 
 
+def test_aligned_counts_are_canonical_csr_once_for_every_training_step(inputs):
+    """align_genes lays the counts out as canonical CSR (sorted, no duplicates, no stored zeros), so the warm start,
+    composition start and loader, which each check for it, need no copy of their own; the values stay as they are."""
+    _, _, _, adata, signatures = inputs
+    x = adata.X.tocsr().astype(np.float32)
+    rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
+    order = np.lexsort((-x.indices, rows))  # each row's columns in reverse, plus a stored zero in row 0
+    indptr = x.indptr.copy()
+    indptr[1:] += 1
+    data, indices = np.insert(x.data[order], x.indptr[1], 0), np.insert(x.indices[order], x.indptr[1], x.indices[0])
+    messy = adata.copy()
+    messy.X = sp.csr_matrix((data, indices, indptr), shape=x.shape)
+    assert not messy.X.has_canonical_format
+    aligned, _ = align_genes(messy, signatures, "signatures.csv")
+    assert aligned.X.has_canonical_format and not (aligned.X.data == 0).any() and aligned.X.dtype == np.float32
+    np.testing.assert_array_equal(aligned.X.toarray(), x.toarray())
+
+
 def test_nan_signatures_are_rejected(inputs):
     _, _, _, adata, signatures = inputs
     broken = signatures.copy()

@@ -7,9 +7,9 @@ import logging
 import anndata as ad
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from ..errors import InputError
+from ..preprocessing.counts import canonical_csr
 
 log = logging.getLogger(__name__)
 
@@ -99,5 +99,7 @@ def align_genes(adata: ad.AnnData, signatures: pd.DataFrame, source: str) -> tup
         log.info("Using %d genes shared by the signatures and all samples (of %d spatial genes)", len(shared),
                  adata.n_vars)
     adata = adata[:, shared].copy()
-    adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
+    # canonical once here (sorted, no duplicates, no stored zeros): the warm start, the composition start and the
+    # training loader each check for it and would otherwise each make their own copy
+    adata.X = canonical_csr(adata.X)
     return adata, signatures.loc[shared]
