@@ -12,13 +12,6 @@ constant and left to the caller. With ρ = α + μ the remaining terms and gradi
 
     α log α − (α + x) log ρ + x log μ
     ∂/∂μ = x / μ − (α + x) / ρ,    ∂/∂α = log α + 1 − log ρ − (α + x) / ρ  [+ ψ(x + α) − ψ(α) for x > 0]
-
-Sparse counts (a Visium HD minibatch: about 4 % of its entries are non-zero) take these terms in two parts: a
-pass over (locations x genes) as if every count were 0 (:func:`zero_count_terms`: one logarithm and one division
-per element where the full form takes two of each, and no dense count array to build and read), plus what each
-non-zero count adds to it (:func:`nonzero_count_terms`)::
-
-    x log μ − x log ρ,    ∂/∂μ += x / μ − x / ρ,    ∂/∂α += −x / ρ
 """
 
 from __future__ import annotations
@@ -34,34 +27,27 @@ class CountBatch:
 
     ``nonzeros``: (rows, columns, values) of x's non-zero entries in row-major order, when the caller has them
     (a minibatch cut from a CSR matrix); they replace a scan of the dense rows, 18–34 ms of a 200 ms step on
-    5,000 Visium HD bins (bench/RESULTS.md, "Minibatch counts from the CSR rows"). ``x`` None with ``nonzeros``
-    and ``shape``: sparse counts, no dense array; the likelihood then takes its zero/non-zero split form.
+    5,000 Visium HD bins (bench/RESULTS.md, "Minibatch counts from the CSR rows").
     """
 
-    def __init__(self, x: torch.Tensor | None, batch_index: torch.Tensor, n_batches: int,
-                 nonzeros: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-                 shape: tuple[int, int] | None = None):
+    def __init__(self, x: torch.Tensor, batch_index: torch.Tensor, n_batches: int,
+                 nonzeros: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
         self.x = x
-        self.n_rows, n_genes = x.shape if x is not None else shape
+        self.n_rows, n_genes = x.shape
         self.batch_index = batch_index
+        self.batch_one_hot_t = torch.nn.functional.one_hot(batch_index, n_batches).to(x.dtype).T.contiguous()
         if nonzeros is None:
             rows, cols = torch.nonzero(x, as_tuple=True)
             values = x[rows, cols]
         else:
             rows, cols, values = nonzeros
-        self.batch_one_hot_t = torch.nn.functional.one_hot(batch_index, n_batches).to(values.dtype).T.contiguous()
-        if x is None:  # positions and values of the non-zeros, for nonzero_count_terms
-            self.rows, self.cols, self.values = rows, cols, values
-            self.flat = rows * n_genes + cols
         self.log_factorial = torch.lgamma(values + 1).sum()  # Σ log x!: constant, computed once
         batch_gene = batch_index[rows] * n_genes + cols  # position of each non-zero in (E, G)
-        if x is None:
-            self.batch_gene = batch_gene
-        self.nonzeros_per_batch_gene = torch.bincount(batch_gene, minlength=n_batches * n_genes).to(values.dtype)
+        self.nonzeros_per_batch_gene = torch.bincount(batch_gene, minlength=n_batches * n_genes).to(x.dtype)
         stride = int(values.max().item()) + 1 if values.numel() else 1
         distinct, counts = torch.unique(batch_gene * stride + values.long(), return_counts=True)
-        self.distinct_batch_gene, self.distinct_values = distinct // stride, (distinct % stride).to(values.dtype)
-        self.distinct_counts = counts.to(values.dtype)
+        self.distinct_batch_gene, self.distinct_values = distinct // stride, (distinct % stride).to(x.dtype)
+        self.distinct_counts = counts.to(x.dtype)
 
 
 def dense_terms(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index, one_hot_t):
@@ -97,63 +83,6 @@ def dense_terms(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index, on
 _likelihood_pass = CompiledOrEager(dense_terms, "the likelihood pass")
 
 
-def zero_count_terms(base, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index, one_hot_t):
-    """:func:`dense_terms` with every count 0: α log α − α log ρ summed, and the same gradients."""
-    linear = base * m_g + s_eg[batch_index]
-    mu = linear * y_s
-    alpha = alpha_eg[batch_index]
-    log_alpha = log_alpha_eg[batch_index]
-    total = alpha + mu
-    log_total = torch.log(total)
-    value = (alpha * (log_alpha - log_total)).sum(dim=1).sum()
-    ratio = alpha / total
-    grad_alpha = one_hot_t @ (log_alpha + 1 - log_total - ratio)
-    grad_y = -(ratio * linear).sum(dim=1, keepdim=True)
-    grad_linear = -ratio * y_s
-    grad_m = (grad_linear * base).sum(dim=0, keepdim=True)
-    grad_s = one_hot_t @ grad_linear
-    return value, grad_linear, grad_m, grad_s, grad_y, grad_alpha
-
-
-_zero_count_pass = CompiledOrEager(zero_count_terms, "the likelihood pass over zero counts")
-
-
-def nonzero_count_terms(base, m_g, s_eg, y_s, alpha_eg, flat, rows, cols, batch_gene, x):
-    """What the non-zero counts x (at ``flat`` = row · genes + column) add to :func:`zero_count_terms`.
-
-    Returns (Σ x log μ − x log ρ, then per non-zero: ∂/∂linear, its share of ∂/∂y_s and of ∂/∂m_g, ∂/∂α).
-    """
-    base_x = base.reshape(-1)[flat]
-    linear = base_x * m_g.reshape(-1)[cols] + s_eg.reshape(-1)[batch_gene]
-    y = y_s.reshape(-1)[rows]
-    mu = linear * y
-    total = alpha_eg.reshape(-1)[batch_gene] + mu
-    value = (x * torch.log(mu / total)).sum()
-    grad_alpha = -x / total
-    grad_mu = x / mu + grad_alpha
-    grad_linear = grad_mu * y
-    return value, grad_linear, grad_mu * linear, grad_linear * base_x, grad_alpha
-
-
-_nonzero_count_pass = CompiledOrEager(nonzero_count_terms, "the likelihood terms of non-zero counts")
-
-
-def split_terms(use_compile, base, counts: CountBatch, m_g, s_eg, y_s, alpha_eg, log_alpha_eg):
-    """:func:`dense_terms`' outputs for sparse counts: the zero-count pass plus the non-zeros' terms, added at
-    their rows, columns and (batch, gene) pairs (index_add_: deterministic on CPU, unlike a compiled scatter)."""
-    value, grad_linear, grad_m, grad_s, grad_y, grad_alpha = _zero_count_pass(
-        use_compile, base, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, counts.batch_index, counts.batch_one_hot_t)
-    value_x, linear_x, y_x, m_x, alpha_x = _nonzero_count_pass(
-        use_compile, base, m_g, s_eg, y_s, alpha_eg, counts.flat, counts.rows, counts.cols, counts.batch_gene,
-        counts.values)
-    grad_linear.view(-1).index_add_(0, counts.flat, linear_x)
-    grad_y.view(-1).index_add_(0, counts.rows, y_x)
-    grad_m.view(-1).index_add_(0, counts.cols, m_x)
-    grad_s.view(-1).index_add_(0, counts.batch_gene, linear_x)
-    grad_alpha.view(-1).index_add_(0, counts.batch_gene, alpha_x)
-    return value + value_x, grad_linear, grad_m, grad_s, grad_y, grad_alpha
-
-
 def distinct_count_terms(alpha_flat, distinct_batch_gene, x_u, n_u):
     """Σ n lgamma(x + α) over distinct (batch, gene, x) triples with multiplicities n, and n ψ(x + α) per triple."""
     log_gamma, digamma = log_gamma_and_digamma(x_u + alpha_flat.index_select(0, distinct_batch_gene))
@@ -173,14 +102,9 @@ def _weights_gradient(grad_linear: torch.Tensor, cell_state: torch.Tensor, m_g: 
 class _NegBinomialLogLik(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w_sf, m_g, s_eg, y_s, alpha_eg, cell_state, counts: CountBatch, use_compile: bool | str):
-        base, log_alpha_eg = w_sf @ cell_state, torch.log(alpha_eg)
-        if counts.x is None:
-            value, grad_linear, grad_m, grad_s, grad_y, grad_alpha = split_terms(
-                use_compile, base, counts, m_g, s_eg, y_s, alpha_eg, log_alpha_eg)
-        else:
-            value, grad_linear, grad_m, grad_s, grad_y, grad_alpha = _likelihood_pass(
-                use_compile, base, counts.x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, counts.batch_index,
-                counts.batch_one_hot_t)
+        value, grad_linear, grad_m, grad_s, grad_y, grad_alpha = _likelihood_pass(
+            use_compile, w_sf @ cell_state, counts.x, m_g, s_eg, y_s, alpha_eg, torch.log(alpha_eg),
+            counts.batch_index, counts.batch_one_hot_t)
         # lgamma(x + α) − lgamma(α) over distinct (batch, gene, x) triples with their multiplicities
         log_gamma_sum, digamma_terms = _count_terms(use_compile, alpha_eg.reshape(-1), counts.distinct_batch_gene,
                                                     counts.distinct_values, counts.distinct_counts)

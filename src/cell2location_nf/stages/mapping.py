@@ -177,24 +177,15 @@ def batch_codes(adata: ad.AnnData) -> np.ndarray:
     return adata.obs["batch"].cat.codes.to_numpy().astype(np.int64)
 
 
-# counts denser than this take the likelihood's dense form, sparser ones its zero/non-zero split (no dense array)
-SPARSE_COUNTS_BELOW = 0.1
-
-
 class _LocationBatches:
-    """All locations per step (full batch) or shuffled minibatches; yields (counts, batch index, idx).
-
-    ``sparse``: hand the likelihood the non-zero counts only (``models/nb_likelihood.py``); by default when fewer
-    than ``SPARSE_COUNTS_BELOW`` of the entries are non-zero (Visium HD bins: about 4 %).
-    """
+    """All locations per step (full batch) or shuffled minibatches; yields (counts, batch index, idx)."""
 
     def __init__(self, x, batch_index: np.ndarray, n_batches: int, batch_size: int | None, device: torch.device,
-                 seed: int, sparse: bool | None = None):
+                 seed: int):
         self.n_obs = x.shape[0]
         self.device = device
         self.full = not uses_minibatches(batch_size, self.n_obs)
         self.x = canonical_csr(x)
-        self.sparse = self.x.nnz < SPARSE_COUNTS_BELOW * self.x.shape[0] * self.x.shape[1] if sparse is None else sparse
         self.batch_index = torch.as_tensor(np.asarray(batch_index, dtype=np.int64), device=device)
         self.batch_size = batch_size or self.n_obs
         self.generator = torch.Generator().manual_seed(seed)
@@ -208,8 +199,7 @@ class _LocationBatches:
         in_rows = np.repeat(np.arange(len(idx), dtype=np.int64), np.diff(cut.indptr))
         nonzeros = tuple(torch.as_tensor(a, device=self.device)
                          for a in (in_rows, cut.indices.astype(np.int64), cut.data))
-        dense = None if self.sparse else torch.as_tensor(cut.toarray(), device=self.device)
-        counts = CountBatch(dense, batch_index, self.n_batches, nonzeros, shape=cut.shape)
+        counts = CountBatch(torch.as_tensor(cut.toarray(), device=self.device), batch_index, self.n_batches, nonzeros)
         return counts, batch_index, rows
 
     def __call__(self, epoch: int):
