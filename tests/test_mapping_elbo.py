@@ -181,3 +181,32 @@ def test_dynamic_compiled_negative_elbo_equals_eager_at_two_minibatch_sizes():
         assert_same_objective(guide, lambda a=args: negative_elbo(*a, use_compile=False),
                               lambda a=args: negative_elbo(*a, use_compile=DYNAMIC),
                               value_rtol=1e-5, grad_rtol=1e-3, grad_atol=1e-3)
+
+
+def test_minibatch_dense_rows_reuse_one_array_and_equal_scipys_dense_rows():
+    """DenseRows writes each minibatch's counts into one array (clearing the last one's non-zeros): every minibatch,
+    smaller or larger than the one before, equals scipy's dense rows, and the same array is reused when it fits."""
+    from cell2location_nf.stages.mapping import DenseRows
+
+    rng = np.random.default_rng(11)
+    slide = sp.random(120, 30, density=0.2, format="csr", random_state=2,
+                      data_rvs=lambda k: rng.integers(1, 50, size=k)).astype(np.float32)
+    dense_rows = DenseRows()
+    buffers = []
+    for size in (40, 40, 17, 40, 55):  # the last one is larger than the array made for the first
+        idx = rng.permutation(120)[:size]
+        cut = slide[idx]
+        rows = torch.as_tensor(np.repeat(np.arange(size), np.diff(cut.indptr)))
+        dense = dense_rows(cut.shape, rows, torch.as_tensor(cut.indices.astype(np.int64)), torch.as_tensor(cut.data))
+        assert torch.equal(dense, torch.as_tensor(cut.toarray()))
+        buffers.append(dense_rows.buffer.data_ptr())
+    assert len(set(buffers[:4])) == 1 and buffers[4] != buffers[0]
+
+
+@pytest.mark.parametrize("n_keys", [50, 100_000])  # a tally (range within 4x the keys' number), then the sort
+def test_distinct_keys_with_counts_equal_torch_unique(n_keys):
+    from cell2location_nf.models.nb_likelihood import distinct_with_counts
+
+    keys = torch.as_tensor(np.random.default_rng(12).integers(0, n_keys, size=400))
+    for ours, expected in zip(distinct_with_counts(keys, n_keys), torch.unique(keys, return_counts=True), strict=True):
+        assert torch.equal(ours, expected)

@@ -177,6 +177,33 @@ def batch_codes(adata: ad.AnnData) -> np.ndarray:
     return adata.obs["batch"].cat.codes.to_numpy().astype(np.int64)
 
 
+class DenseRows:
+    """The dense (locations x genes) counts of each minibatch, written from its non-zeros into one reused array.
+
+    scipy's ``toarray`` took 34 ms of a 200 ms step on 5,000 Visium HD bins (a fresh 100 MB array zeroed and filled
+    by one thread); here only the previous minibatch's non-zeros are set back to 0 and the new ones written, on the
+    training device (bench/RESULTS.md, "Minibatch counts built in torch"). The same values; a minibatch's array is
+    valid until the next minibatch is made, which training never outlives (each step's counts are used up before
+    the next step is drawn, and the likelihood keeps no reference to them).
+    """
+
+    def __init__(self) -> None:
+        self.buffer: torch.Tensor | None = None
+        self.written: torch.Tensor | None = None  # flat positions of the last minibatch's non-zeros
+
+    def __call__(self, shape: tuple[int, int], rows: torch.Tensor, cols: torch.Tensor,
+                 values: torch.Tensor) -> torch.Tensor:
+        n_rows, n_genes = shape
+        if self.buffer is None or self.buffer.shape[0] < n_rows or self.buffer.shape[1] != n_genes:
+            self.buffer = torch.zeros(shape, dtype=values.dtype, device=values.device)
+        elif self.written is not None:
+            self.buffer.view(-1).index_fill_(0, self.written, 0)
+        self.written = rows * n_genes + cols
+        dense = self.buffer[:n_rows]
+        dense.view(-1).index_put_((self.written,), values)
+        return dense
+
+
 class _LocationBatches:
     """All locations per step (full batch) or shuffled minibatches; yields (counts, batch index, idx)."""
 
@@ -190,6 +217,7 @@ class _LocationBatches:
         self.batch_size = batch_size or self.n_obs
         self.generator = torch.Generator().manual_seed(seed)
         self.n_batches = n_batches
+        self._dense_rows = DenseRows()
         self._full_step = self._step(np.arange(self.n_obs)) if self.full else None
 
     def _step(self, idx: np.ndarray) -> tuple[CountBatch, torch.Tensor, torch.Tensor]:
@@ -199,7 +227,7 @@ class _LocationBatches:
         in_rows = np.repeat(np.arange(len(idx), dtype=np.int64), np.diff(cut.indptr))
         nonzeros = tuple(torch.as_tensor(a, device=self.device)
                          for a in (in_rows, cut.indices.astype(np.int64), cut.data))
-        counts = CountBatch(torch.as_tensor(cut.toarray(), device=self.device), batch_index, self.n_batches, nonzeros)
+        counts = CountBatch(self._dense_rows(cut.shape, *nonzeros), batch_index, self.n_batches, nonzeros)
         return counts, batch_index, rows
 
     def __call__(self, epoch: int):
