@@ -210,3 +210,17 @@ def test_distinct_keys_with_counts_equal_torch_unique(n_keys):
     keys = torch.as_tensor(np.random.default_rng(12).integers(0, n_keys, size=400))
     for ours, expected in zip(distinct_with_counts(keys, n_keys), torch.unique(keys, return_counts=True), strict=True):
         assert torch.equal(ours, expected)
+
+
+def test_minibatches_of_an_epoch_are_equal_in_size_and_cover_every_location_once():
+    """Not full minibatches and a short remainder (inductor compiles reductions over 4,096 locations or fewer apart):
+    ceil(locations / batch size) minibatches within one location of each other, a new shuffle each epoch."""
+    from cell2location_nf.stages.mapping import _LocationBatches
+
+    slide = sp.random(103, 12, density=0.3, format="csr", random_state=3).astype(np.float32)
+    loader = _LocationBatches(slide, np.zeros(103, dtype=np.int64), 1, 25, torch.device("cpu"), seed=0)
+    epochs = [[rows.numpy() for _, _, rows in loader(epoch)] for epoch in range(2)]
+    for parts in epochs:
+        assert [len(p) for p in parts] == [21, 21, 21, 20, 20]
+        np.testing.assert_array_equal(np.sort(np.concatenate(parts)), np.arange(103))
+    assert not np.array_equal(epochs[0][0], epochs[1][0])

@@ -52,7 +52,8 @@ def export_options(fn):
                    "epoch; see bench/RESULTS.md) "
                    "or 'upstream' (30,000 full-batch epochs at lr 0.002 from the prior means, as cell2location).")
 @click.option("--max-epochs", type=int, default=None, help="Override the schedule's epochs.")
-@click.option("--batch-size", type=int, default=0, show_default=True, help="Locations per minibatch; 0 = all.")
+@click.option("--batch-size", type=int, default=0, show_default=True,
+              help="Largest minibatch of locations (an epoch's minibatches are of equal size); 0 = all.")
 @click.option("--lr", type=float, default=None, help="Override the schedule's (initial) learning rate.")
 @click.option("--clip-norm", type=float, default=None, help="Gradient norm clipping (off by default, as upstream).")
 @click.option("--detection-alpha", type=float, default=20.0, show_default=True,

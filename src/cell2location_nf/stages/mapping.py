@@ -180,9 +180,10 @@ def batch_codes(adata: ad.AnnData) -> np.ndarray:
 class DenseRows:
     """The dense (locations x genes) counts of each minibatch, written from its non-zeros into one reused array.
 
-    scipy's ``toarray`` took 34 ms of a 200 ms step on 5,000 Visium HD bins (a fresh 100 MB array zeroed and filled
-    by one thread); here only the previous minibatch's non-zeros are set back to 0 and the new ones written, on the
-    training device (bench/RESULTS.md, "Minibatch counts built in torch"). The same values; a minibatch's array is
+    scipy's ``toarray`` zeroed and filled a fresh 100 MB array on one thread for each 5,000-bin minibatch; here only
+    the previous minibatch's non-zeros are set back to 0 and the new ones written, on the training device (with
+    :func:`~..models.nb_likelihood.distinct_with_counts`, making a minibatch took 31 instead of 36–38 ms of a
+    180 ms step: bench/RESULTS.md, "Minibatch counts built in torch"). The same values; a minibatch's array is
     valid until the next minibatch is made, which training never outlives (each step's counts are used up before
     the next step is drawn, and the likelihood keeps no reference to them).
     """
@@ -205,7 +206,14 @@ class DenseRows:
 
 
 class _LocationBatches:
-    """All locations per step (full batch) or shuffled minibatches; yields (counts, batch index, idx)."""
+    """All locations per step (full batch) or shuffled minibatches; yields (counts, batch index, idx).
+
+    An epoch's minibatches are as many as ``batch_size`` asks for and of equal size (within one location), not
+    full ones and a short remainder: inductor's C++ reductions over more than 4,096 locations take another form,
+    so a last minibatch of 1,765 bins (200,000-bin slide, 5,000 per step) compiled the objective again
+    (bench/RESULTS.md, "Minibatches of equal size"), and a small minibatch's gradient, scaled up to all
+    locations, is the noisiest step of the epoch.
+    """
 
     def __init__(self, x, batch_index: np.ndarray, n_batches: int, batch_size: int | None, device: torch.device,
                  seed: int):
@@ -235,8 +243,8 @@ class _LocationBatches:
             yield self._full_step
             return
         order = torch.randperm(self.n_obs, generator=self.generator).numpy()
-        for start in range(0, self.n_obs, self.batch_size):
-            yield self._step(order[start:start + self.batch_size])
+        for part in np.array_split(order, math.ceil(self.n_obs / self.batch_size)):
+            yield self._step(part)
 
 
 def _pyro_loss(model, guide, counts: CountBatch, batch_index, idx):
