@@ -211,7 +211,7 @@ class _LocationBatches:
     An epoch's minibatches are as many as ``batch_size`` asks for and of equal size (within one location), not
     full ones and a short remainder: inductor's C++ reductions over more than 4,096 locations take another form,
     so a last minibatch of 1,765 bins (200,000-bin slide, 5,000 per step) compiled the objective again
-    (bench/RESULTS.md, "Minibatches of equal size"), and a small minibatch's gradient, scaled up to all
+    (bench/RESULTS.md, "Minibatch counts built in torch"), and a small minibatch's gradient, scaled up to all
     locations, is the noisiest step of the epoch.
     """
 
