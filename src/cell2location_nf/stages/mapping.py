@@ -83,6 +83,11 @@ def uses_minibatches(batch_size: int | None, n_obs: int) -> bool:
     return batch_size is not None and batch_size < n_obs
 
 
+def minibatches_per_epoch(n_obs: int, batch_size: int) -> int:
+    """Steps per epoch on minibatches: the loader's split of the locations, and the count the learning rate follows."""
+    return math.ceil(n_obs / batch_size)
+
+
 def minibatch_lr(n_obs: int, batch_size: int) -> tuple[float, float]:
     """Initial and final learning rates of ``fast-minibatch`` for ``n_obs`` locations in minibatches.
 
@@ -91,7 +96,7 @@ def minibatch_lr(n_obs: int, batch_size: int) -> tuple[float, float]:
     low one (at 4 steps, 0.01 reached Pearson 0.45 where 0.04 reached 0.84). The start is 0.04 up to 4
     steps per epoch and falls fourfold for every tenfold more steps beyond; it decays tenfold over the epochs.
     """
-    steps = math.ceil(n_obs / batch_size)
+    steps = minibatches_per_epoch(n_obs, batch_size)
     lr = SCHEDULES["fast"]["lr"] * min(1.0, (4 / steps) ** MINIBATCH_LR_EXPONENT)
     return round(lr, 5), round(lr / 10, 6)
 
@@ -243,7 +248,7 @@ class _LocationBatches:
             yield self._full_step
             return
         order = torch.randperm(self.n_obs, generator=self.generator).numpy()
-        for part in np.array_split(order, math.ceil(self.n_obs / self.batch_size)):
+        for part in np.array_split(order, minibatches_per_epoch(self.n_obs, self.batch_size)):
             yield self._step(part)
 
 
