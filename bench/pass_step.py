@@ -5,22 +5,27 @@ in turn.
     .venv/bin/python bench/pass_step.py                                   # 800 x 1000 x 12 set, 1 thread
     .venv/bin/python bench/pass_step.py --dataset 2000x3000x20 --steps 60
     .venv/bin/python bench/pass_step.py --forms log-alpha-per-element whole-array-value  # the log α change
-    .venv/bin/python bench/pass_step.py --forms aten-special-functions now                # the change below
+    .venv/bin/python bench/pass_step.py --forms aten-special-functions now                # that change
+    .venv/bin/python bench/pass_step.py --forms column-sums now --dataset hd_20000x5000x30 --threads 2 --steps 30
 
-Forms (``nb_likelihood.dense_terms``, ``_weights_gradient`` and ``_count_terms`` as they were):
+Forms (``nb_likelihood.dense_terms``, ``_weights_gradient``, ``_gene_gradients`` and ``_count_terms`` as they
+were):
   log-alpha-per-element  log α per (location, gene) entry, the value summed over the whole array, ∂/∂w as
                          (grad · m_g) @ g.T, ATen's lgamma and digamma over distinct counts (before commit ac41aa6)
   whole-array-value      log α per (batch, gene); the rest as above, the value being a second pass of
                          inductor's over (locations x genes) (ac41aa6 to 00b0d7f)
   aten-special-functions the value summed per row in the gradients' loop, ∂/∂w as (g @ (grad · m_g).T).T,
                          ATen's lgamma and digamma (00b0d7f to a5254a3)
-  now                    the package's: m_g folded into the signatures for ∂/∂w, ((g · m_g) @ grad.T).T, so
-                         the pass writes one (S, G) gradient, not two; log Γ and ψ over distinct counts from
-                         ``special_functions`` in one compiled loop
+  column-sums            m_g folded into the signatures for ∂/∂w, ((g · m_g) @ grad.T).T, so the pass writes one
+                         (S, G) gradient, not two; log Γ and ψ over distinct counts from ``special_functions`` in
+                         one compiled loop; ∂/∂m_g a column sum of grad · (w @ g) in the pass, ∂/∂s_eg a product of
+                         the batches' one-hot with grad (a5254a3 to the commit after 75799e2)
+  now                    the package's: ∂/∂m_g and ∂/∂s_eg from one product [wᵀ; one-hotᵀ] @ grad
 
-Each step is a training step (loss, backward, fused Adam, losses read every 50 steps). It also prints how far
-apart each form's outputs are from the last one's on the same inputs, and how far each float32 value is from
-the same terms summed in float64.
+A dataset folder from run_benchmark.py is mapped in full batch; one from run_scale.py (``hd.h5ad``) gives its
+first minibatch of ``--batch-size`` bins, the same one every step. Each step is a training step (loss, backward,
+fused Adam, losses read every 50 steps). It also prints how far apart each form's outputs are from the last
+one's on the same inputs, and how far each float32 value is from the same terms summed in float64.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ import time
 from pathlib import Path
 
 import torch
-from profile_step import full_batch_step_inputs, training_step  # bench/, this script's folder
+from minibatch_step import step_inputs as minibatch_step_inputs  # bench/, this script's folder
+from profile_step import full_batch_step_inputs, training_step
 
 from cell2location_nf.inference.allocator import retain_freed_memory
 from cell2location_nf.inference.compile import CompiledOrEager
@@ -65,11 +71,48 @@ def earlier_pass(log_alpha_per_element: bool):
     return terms
 
 
+def column_sum_pass(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index, one_hot_t):
+    """The pass from a5254a3 until ∂/∂m_g and ∂/∂s_eg came from one product: it also returns those two, from a
+    column sum and a product with the one-hot."""
+    linear = base * m_g + s_eg[batch_index]
+    mu = linear * y_s
+    alpha = alpha_eg[batch_index]
+    log_alpha = log_alpha_eg[batch_index]
+    total = alpha + mu
+    log_total = torch.log(total)
+    x_log_mu = torch.where(x > 0, x * torch.log(mu), 0)
+    value = (alpha * log_alpha - (alpha + x) * log_total + x_log_mu).sum(dim=1).sum()
+    ratio = (alpha + x) / total
+    grad_mu = x / mu - ratio
+    grad_alpha = one_hot_t @ (log_alpha + 1 - log_total - ratio)
+    grad_y = (grad_mu * linear).sum(dim=1, keepdim=True)
+    grad_linear = grad_mu * y_s
+    grad_m = (grad_linear * base).sum(dim=0, keepdim=True)
+    grad_s = one_hot_t @ grad_linear
+    return value, grad_linear, grad_m, grad_s, grad_y, grad_alpha
+
+
 def row_sum_pass(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index, one_hot_t):
-    """The pass from 00b0d7f to a5254a3: as now, but returning ∂/∂(w @ g) times m_g."""
-    value, grad_linear, *rest = nb_likelihood.dense_terms(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg,
-                                                          batch_index, one_hot_t)
+    """The pass from 00b0d7f to a5254a3: as the column sums' pass, but returning ∂/∂(w @ g) times m_g."""
+    value, grad_linear, *rest = column_sum_pass(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index,
+                                                one_hot_t)
     return value, grad_linear * m_g, *rest
+
+
+def with_gene_gradients(kernel):
+    """An earlier pass, which returned ∂/∂m_g and ∂/∂s_eg itself, as the pass and ``_gene_gradients`` pair that
+    ``nb_likelihood`` calls now: the pass's two gene gradients are handed on to the next gene-gradient call."""
+    handed_on = []
+
+    def likelihood_pass(use_compile, *inputs):
+        value, grad, grad_m, grad_s, grad_y, grad_alpha = kernel(use_compile, *inputs)
+        handed_on.append((grad_m, grad_s))
+        return value, grad, grad_y, grad_alpha
+
+    def gene_gradients(*_):
+        return handed_on.pop()
+
+    return likelihood_pass, gene_gradients
 
 
 def earlier_weights_gradient(grad_base_m: torch.Tensor, cell_state: torch.Tensor, m_g: torch.Tensor) -> torch.Tensor:
@@ -86,18 +129,34 @@ def aten_count_terms(use_compile: bool, alpha_flat, distinct_batch_gene, x_u, n_
     return (n_u * torch.lgamma(y)).sum(), n_u * torch.digamma(y)
 
 
-FORMS = {"log-alpha-per-element": lambda: (CompiledOrEager(earlier_pass(True), "log α per element"),
-                                           earlier_weights_gradient, aten_count_terms),
-         "whole-array-value": lambda: (CompiledOrEager(earlier_pass(False), "whole-array value"),
-                                       earlier_weights_gradient, aten_count_terms),
-         "aten-special-functions": lambda: (CompiledOrEager(row_sum_pass, "row-sum pass"),
-                                            transposed_weights_gradient, aten_count_terms),
-         "now": lambda: (nb_likelihood._likelihood_pass, nb_likelihood._weights_gradient,
-                         nb_likelihood._count_terms)}
+def earlier_form(kernel, name, weights_gradient, count_terms):
+    return (*with_gene_gradients(CompiledOrEager(kernel, name)), weights_gradient, count_terms)
+
+
+FORMS = {"log-alpha-per-element": lambda: earlier_form(earlier_pass(True), "log α per element",
+                                                       earlier_weights_gradient, aten_count_terms),
+         "whole-array-value": lambda: earlier_form(earlier_pass(False), "whole-array value",
+                                                   earlier_weights_gradient, aten_count_terms),
+         "aten-special-functions": lambda: earlier_form(row_sum_pass, "row-sum pass", transposed_weights_gradient,
+                                                        aten_count_terms),
+         "column-sums": lambda: earlier_form(column_sum_pass, "column-sum pass", nb_likelihood._weights_gradient,
+                                             nb_likelihood._count_terms),
+         "now": lambda: (nb_likelihood._likelihood_pass, nb_likelihood._gene_gradients,
+                         nb_likelihood._weights_gradient, nb_likelihood._count_terms)}
 
 
 def use_form(form) -> None:
-    nb_likelihood._likelihood_pass, nb_likelihood._weights_gradient, nb_likelihood._count_terms = form
+    (nb_likelihood._likelihood_pass, nb_likelihood._gene_gradients, nb_likelihood._weights_gradient,
+     nb_likelihood._count_terms) = form
+
+
+def step_inputs(data: Path, batch_size: int):
+    """(model, guide, step arguments): the full batch of a benchmark set, or a slide's first minibatch."""
+    if (data / "hd.h5ad").exists():
+        model, guide, loader = minibatch_step_inputs(data, batch_size)
+        return model, guide, next(iter(loader(0)))
+    trained, step_args = full_batch_step_inputs(data, torch.device("cpu"))
+    return trained.model, trained.guide, step_args
 
 
 def main() -> None:
@@ -107,13 +166,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=300, help="steps per round")
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=5000, help="bins per minibatch of a run_scale.py slide")
     parser.add_argument("--forms", nargs="+", choices=list(FORMS), default=["aten-special-functions", "now"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     retain_freed_memory()  # as training does (inference/svi.py)
 
-    trained, step_args = full_batch_step_inputs(args.workdir / args.dataset, torch.device("cpu"))
-    model, guide = trained.model, trained.guide
+    model, guide, step_args = step_inputs(args.workdir / args.dataset, args.batch_size)
     shipped = FORMS["now"]()
     forms = {name: FORMS[name]() for name in args.forms}
 
@@ -124,9 +183,11 @@ def main() -> None:
         inputs = (z["w_sf"] @ model.cell_state, counts.x, z["m_g"], z["s_g_gene_add"], z["detection_y_s"], alpha_eg,
                   torch.log(alpha_eg), counts.batch_index, counts.batch_one_hot_t)
         outputs = {}
-        for name, (kernel, weights_gradient, _) in forms.items():
-            value, grad, *rest = kernel(True, *inputs)
-            outputs[name] = (value, weights_gradient(grad, model.cell_state, z["m_g"]), *rest)
+        for name, (kernel, gene_gradients, weights_gradient, _) in forms.items():
+            value, grad, grad_y, grad_alpha = kernel(True, *inputs)
+            grad_m, grad_s = gene_gradients(grad, z["w_sf"], model.cell_state, counts.batch_one_hot_t)
+            outputs[name] = (value, weights_gradient(grad, model.cell_state, z["m_g"]), grad_m, grad_s, grad_y,
+                             grad_alpha)
         exact = float(earlier_pass(False)(*(t.double() if t.is_floating_point() else t for t in inputs))[0])
         print(f"value {exact:.3f} in float64; each form's float32 value minus it: " + ", ".join(
             f"{name} {float(outputs[name][0]) - exact:.3f}" for name in forms))

@@ -66,9 +66,9 @@ def dense_terms(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index, on
 
     ``base`` = w_sf @ g (S, G); ``log_alpha_eg`` = log α_eg, taken once per (batch, gene) by the caller rather
     than once per (location, gene) here: one of the pass's three logarithms per element.
-    Returns (value, ∂/∂(base · m_g + s_eg) (S, G), ∂/∂m_g, ∂/∂s_eg, ∂/∂y_s, ∂/∂α_eg): the second is ∂/∂(w @ g)
-    without its factor m_g, which the caller folds into the signatures for ∂/∂w, so the pass writes one (S, G)
-    array where it wrote two.
+    Returns (value, ∂/∂(base · m_g + s_eg) (S, G), ∂/∂y_s, ∂/∂α_eg): the second is ∂/∂(w @ g) without its
+    factor m_g, which the caller folds into the signatures for ∂/∂w, so the pass writes one (S, G) array where it
+    wrote two; the caller also turns it into ∂/∂m_g and ∂/∂s_eg (:func:`_gene_gradients`).
     """
     linear = base * m_g + s_eg[batch_index]
     mu = linear * y_s
@@ -86,9 +86,7 @@ def dense_terms(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index, on
     grad_alpha = one_hot_t @ (log_alpha + 1 - log_total - ratio)
     grad_y = (grad_mu * linear).sum(dim=1, keepdim=True)
     grad_linear = grad_mu * y_s
-    grad_m = (grad_linear * base).sum(dim=0, keepdim=True)
-    grad_s = one_hot_t @ grad_linear
-    return value, grad_linear, grad_m, grad_s, grad_y, grad_alpha
+    return value, grad_linear, grad_y, grad_alpha
 
 
 _likelihood_pass = CompiledOrEager(dense_terms, "the likelihood pass")
@@ -110,12 +108,23 @@ def _weights_gradient(grad_linear: torch.Tensor, cell_state: torch.Tensor, m_g: 
     return ((cell_state * m_g) @ grad_linear.T).T
 
 
+def _gene_gradients(grad_linear: torch.Tensor, w_sf: torch.Tensor, cell_state: torch.Tensor,
+                    one_hot_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∂/∂m_g, ∂/∂s_eg) from one product over the locations: [wᵀ; one-hotᵀ] @ grad gives Σ_s w_sf grad_sg, whose
+    sum over f weighted by g_fg is ∂/∂m_g = Σ_s grad_sg (w @ g)_sg, and Σ_{s in e} grad_sg. It reads the (S, G)
+    gradient once, where a column sum of grad · (w @ g) read two (S, G) arrays and the batch sums read it again."""
+    n_factors = w_sf.shape[1]
+    sums = torch.cat((w_sf.T, one_hot_t)) @ grad_linear
+    return (sums[:n_factors] * cell_state).sum(dim=0, keepdim=True), sums[n_factors:]
+
+
 class _NegBinomialLogLik(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w_sf, m_g, s_eg, y_s, alpha_eg, cell_state, counts: CountBatch, use_compile: bool | str):
-        value, grad_linear, grad_m, grad_s, grad_y, grad_alpha = _likelihood_pass(
+        value, grad_linear, grad_y, grad_alpha = _likelihood_pass(
             use_compile, w_sf @ cell_state, counts.x, m_g, s_eg, y_s, alpha_eg, torch.log(alpha_eg),
             counts.batch_index, counts.batch_one_hot_t)
+        grad_m, grad_s = _gene_gradients(grad_linear, w_sf, cell_state, counts.batch_one_hot_t)
         # lgamma(x + α) − lgamma(α) over distinct (batch, gene, x) triples with their multiplicities
         log_gamma_sum, digamma_terms = _count_terms(use_compile, alpha_eg.reshape(-1), counts.distinct_batch_gene,
                                                     counts.distinct_values, counts.distinct_counts)
