@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from scipy.special import gammaln
 
 from cell2location_nf.errors import InputError
-from cell2location_nf.preprocessing.counts import canonical_csr, check_raw_counts
+from cell2location_nf.preprocessing.counts import canonical_csr, check_raw_counts, row_log_factorials
 from cell2location_nf.preprocessing.genes import match_genes, split_mitochondrial
 
 from .conftest import make_adata
@@ -96,3 +97,12 @@ def test_canonical_csr_sums_duplicates_sorts_and_drops_zeros_without_touching_th
         np.testing.assert_array_equal(kept, now)
     already = canonical_csr(csr)
     assert np.shares_memory(already.data, csr.data)  # canonical float32 input: no copy
+
+
+def test_row_log_factorials_match_log_gamma_of_the_dense_rows_across_chunks_and_empty_rows():
+    rng = np.random.default_rng(7)
+    dense = rng.poisson(3.0, size=(23, 9)) * (rng.random((23, 9)) < 0.4)
+    dense[[0, 5, 6, 22]] = 0  # empty rows, also at a chunk's start and the matrix's end
+    expected = gammaln(dense.astype(np.float64) + 1).sum(axis=1)
+    for rows_per_chunk in (1, 4, 5, 100):
+        np.testing.assert_allclose(row_log_factorials(canonical_csr(dense), rows_per_chunk), expected, rtol=1e-12)

@@ -121,7 +121,8 @@ def test_compiled_negative_elbo_equals_eager():
 
 def test_minibatch_counts_from_csr_rows_equal_a_scan_of_the_dense_rows():
     """A minibatch's non-zeros come from its CSR rows (no dense scan): every field of the batch is the same, bit
-    for bit, also when the slide's CSR has unsorted columns and stored zeros, and the caller's matrix stays as is."""
+    for bit (Σ log x!, summed from per-location float64 values, to float32 rounding), also when the slide's CSR has
+    unsorted columns and stored zeros, and the caller's matrix stays as is."""
     from cell2location_nf.stages.mapping import _LocationBatches
 
     rng = np.random.default_rng(3)
@@ -140,9 +141,11 @@ def test_minibatch_counts_from_csr_rows_equal_a_scan_of_the_dense_rows():
     idx = rng.permutation(300)[:64]
     counts, batch_index, _ = loader._step(idx)
     scanned = CountBatch(torch.as_tensor(expected[idx]), batch_index, 2)
-    for name in ["x", "log_factorial", "nonzeros_per_batch_gene", "distinct_batch_gene", "distinct_values",
-                 "distinct_counts", "batch_one_hot_t"]:
+    for name in ["x", "nonzeros_per_batch_gene", "distinct_batch_gene", "distinct_values", "distinct_counts",
+                 "batch_one_hot_t"]:
         assert torch.equal(getattr(counts, name), getattr(scanned, name)), name
+    torch.testing.assert_close(counts.log_factorial, scanned.log_factorial, rtol=1e-6, atol=0)
+    assert counts.log_factorial.dtype == torch.float32
     for kept, now in zip(before, (slide.data, slide.indices, slide.indptr), strict=True):
         np.testing.assert_array_equal(kept, now)
 
@@ -224,3 +227,20 @@ def test_minibatches_of_an_epoch_are_equal_in_size_and_cover_every_location_once
         assert [len(p) for p in parts] == [21, 21, 21, 20, 20]
         np.testing.assert_array_equal(np.sort(np.concatenate(parts)), np.arange(103))
     assert not np.array_equal(epochs[0][0], epochs[1][0])
+
+
+@pytest.mark.parametrize("n_batches", [1, 3])
+def test_count_batch_tallies_equal_numpy_over_batch_gene_count_triples(n_batches):
+    """The distinct (batch, gene, count) triples, their multiplicities and the non-zeros per (batch, gene), with one
+    batch (the column is the position) and several, against numpy over the dense rows."""
+    rng = np.random.default_rng(11)
+    x = rng.poisson(2.0, size=(50, 12)) * (rng.random((50, 12)) < 0.5)
+    batch = rng.integers(0, n_batches, 50)
+    counts = CountBatch(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(batch), n_batches)
+    rows, cols = np.nonzero(x)
+    triples, multiplicity = np.unique(np.stack([batch[rows] * 12 + cols, x[rows, cols]]), axis=1, return_counts=True)
+    np.testing.assert_array_equal(counts.distinct_batch_gene.numpy(), triples[0])
+    np.testing.assert_array_equal(counts.distinct_values.numpy(), triples[1])
+    np.testing.assert_array_equal(counts.distinct_counts.numpy(), multiplicity)
+    per_batch_gene = np.bincount(batch[rows] * 12 + cols, minlength=n_batches * 12)
+    np.testing.assert_array_equal(counts.nonzeros_per_batch_gene.numpy(), per_batch_gene)

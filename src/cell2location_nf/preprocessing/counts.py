@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.special import gammaln
 
 from ..errors import InputError
 
@@ -49,3 +50,18 @@ def canonical_csr(x) -> sp.csr_matrix:
     csr.sum_duplicates()  # also sorts the column indices
     csr.eliminate_zeros()
     return csr
+
+
+def row_log_factorials(csr: sp.csr_matrix, rows_per_chunk: int = 4096) -> np.ndarray:
+    """Σ_g log x_sg! of every row in float64: the likelihood's constant, taken once per location so that a
+    minibatch sums its rows' values instead of evaluating log Γ at each of its non-zeros every step. Chunked by
+    rows, so no float64 copy of all the stored values is made."""
+    totals = np.zeros(csr.shape[0])
+    indptr = csr.indptr
+    for start in range(0, csr.shape[0], rows_per_chunk):
+        end = min(start + rows_per_chunk, csr.shape[0])
+        offsets = indptr[start:end + 1] - indptr[start]
+        log_factorials = gammaln(csr.data[indptr[start]:indptr[end]].astype(np.float64) + 1)
+        running = np.concatenate(([0.0], np.cumsum(log_factorials)))
+        totals[start:end] = running[offsets[1:]] - running[offsets[:-1]]
+    return totals

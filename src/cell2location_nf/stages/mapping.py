@@ -50,7 +50,7 @@ from ..models.mapping_elbo import CountBatch, negative_elbo
 from ..plots.mapping_qc import plot_spatial_qc_across_batches
 from ..plots.reference_qc import plot_reconstruction
 from ..plots.training import plot_history
-from ..preprocessing.counts import canonical_csr, check_raw_counts
+from ..preprocessing.counts import canonical_csr, check_raw_counts, row_log_factorials
 from .mapping_inputs import check_aligned, check_signatures
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ class DenseRows:
             self.buffer.view(-1).index_fill_(0, self.written, 0)
         self.written = rows * n_genes + cols
         dense = self.buffer[:n_rows]
-        dense.view(-1).index_put_((self.written,), values)
+        dense.view(-1).index_copy_(0, self.written, values)  # distinct positions: no accumulate path needed
         return dense
 
 
@@ -231,6 +231,7 @@ class _LocationBatches:
         self.generator = torch.Generator().manual_seed(seed)
         self.n_batches = n_batches
         self._dense_rows = DenseRows()
+        self.row_log_factorial = torch.as_tensor(row_log_factorials(self.x), device=device)
         self._full_step = self._step(np.arange(self.n_obs)) if self.full else None
 
     def _step(self, idx: np.ndarray) -> tuple[CountBatch, torch.Tensor, torch.Tensor]:
@@ -240,7 +241,8 @@ class _LocationBatches:
         in_rows = np.repeat(np.arange(len(idx), dtype=np.int64), np.diff(cut.indptr))
         nonzeros = tuple(torch.as_tensor(a, device=self.device)
                          for a in (in_rows, cut.indices.astype(np.int64), cut.data))
-        counts = CountBatch(self._dense_rows(cut.shape, *nonzeros), batch_index, self.n_batches, nonzeros)
+        counts = CountBatch(self._dense_rows(cut.shape, *nonzeros), batch_index, self.n_batches, nonzeros,
+                            self.row_log_factorial[rows].sum().to(torch.float32))
         return counts, batch_index, rows
 
     def __call__(self, epoch: int):
