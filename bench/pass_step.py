@@ -46,42 +46,22 @@ from cell2location_nf.models.mapping_elbo import draw
 HERE = Path(__file__).resolve().parent
 
 
-def earlier_pass(log_alpha_per_element: bool):
-    """The pass before the value change: the value summed over the whole array with xlogy; with
-    ``log_alpha_per_element`` also log α per (location, gene) entry, as before commit ac41aa6. It returns
-    ∂/∂(w @ g) times m_g, as every pass did before m_g was folded into the signatures."""
-
-    def terms(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index, one_hot_t):
-        linear = base * m_g + s_eg[batch_index]
-        mu = linear * y_s
-        alpha = alpha_eg[batch_index]
-        log_alpha = torch.log(alpha) if log_alpha_per_element else log_alpha_eg[batch_index]
-        total = alpha + mu
-        log_total = torch.log(total)
-        value = (alpha * log_alpha - (alpha + x) * log_total + torch.xlogy(x, mu)).sum()
-        ratio = (alpha + x) / total
-        grad_mu = x / mu - ratio
-        grad_alpha = one_hot_t @ (log_alpha + 1 - log_total - ratio)
-        grad_y = (grad_mu * linear).sum(dim=1, keepdim=True)
-        grad_linear = grad_mu * y_s
-        grad_m = (grad_linear * base).sum(dim=0, keepdim=True)
-        grad_s = one_hot_t @ grad_linear
-        return value, grad_linear * m_g, grad_m, grad_s, grad_y, grad_alpha
-
-    return terms
-
-
-def column_sum_pass(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index, one_hot_t):
+def column_sum_pass(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index, one_hot_t,
+                    log_alpha_per_element: bool = False, whole_array_value: bool = False):
     """The pass from a5254a3 until ∂/∂m_g and ∂/∂s_eg came from one product: it also returns those two, from a
-    column sum and a product with the one-hot."""
+    column sum and a product with the one-hot. ``whole_array_value``: the value summed over the whole array with
+    xlogy (before 00b0d7f); ``log_alpha_per_element``: log α per (location, gene) entry (before ac41aa6)."""
     linear = base * m_g + s_eg[batch_index]
     mu = linear * y_s
     alpha = alpha_eg[batch_index]
-    log_alpha = log_alpha_eg[batch_index]
+    log_alpha = torch.log(alpha) if log_alpha_per_element else log_alpha_eg[batch_index]
     total = alpha + mu
     log_total = torch.log(total)
-    x_log_mu = torch.where(x > 0, x * torch.log(mu), 0)
-    value = (alpha * log_alpha - (alpha + x) * log_total + x_log_mu).sum(dim=1).sum()
+    if whole_array_value:
+        value = (alpha * log_alpha - (alpha + x) * log_total + torch.xlogy(x, mu)).sum()
+    else:
+        x_log_mu = torch.where(x > 0, x * torch.log(mu), 0)
+        value = (alpha * log_alpha - (alpha + x) * log_total + x_log_mu).sum(dim=1).sum()
     ratio = (alpha + x) / total
     grad_mu = x / mu - ratio
     grad_alpha = one_hot_t @ (log_alpha + 1 - log_total - ratio)
@@ -92,11 +72,22 @@ def column_sum_pass(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index
     return value, grad_linear, grad_m, grad_s, grad_y, grad_alpha
 
 
-def row_sum_pass(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index, one_hot_t):
+def earlier_pass(log_alpha_per_element: bool):
+    """The pass before the value change (whole-array value); with ``log_alpha_per_element`` also before commit
+    ac41aa6. It returns ∂/∂(w @ g) times m_g, as every pass did before m_g was folded into the signatures."""
+
+    def terms(base, x, m_g, *rest):
+        value, grad_linear, *gradients = column_sum_pass(base, x, m_g, *rest, whole_array_value=True,
+                                                         log_alpha_per_element=log_alpha_per_element)
+        return value, grad_linear * m_g, *gradients
+
+    return terms
+
+
+def row_sum_pass(base, x, m_g, *rest):
     """The pass from 00b0d7f to a5254a3: as the column sums' pass, but returning ∂/∂(w @ g) times m_g."""
-    value, grad_linear, *rest = column_sum_pass(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index,
-                                                one_hot_t)
-    return value, grad_linear * m_g, *rest
+    value, grad_linear, *gradients = column_sum_pass(base, x, m_g, *rest)
+    return value, grad_linear * m_g, *gradients
 
 
 def with_gene_gradients(kernel):
