@@ -1,9 +1,10 @@
 """The mapping likelihood Σ log NB(x | μ, α) with hand-written gradients, in one autograd node.
 
 μ_sg = (m_g Σ_f w_sf g_fg + s_{e(s),g}) y_s and α_{e(s),g}. As one ``torch.autograd.Function`` a step is a
-single elementwise pass over (locations x genes) that yields the value and every gradient at once, instead
-of autograd's graph of gathers, scatters and saved (locations x genes) intermediates, which dominated a
-step (profile in ``docs/performance.md``). That pass (:func:`dense_terms`) is plain tensor code, so
+single elementwise pass over (locations x genes) that yields the value and the gradients at once (those of
+w, m_g and s_eg through matrix products of its one (locations x genes) gradient), instead of autograd's graph
+of gathers, scatters and saved (locations x genes) intermediates, which dominated a step (profile in
+``docs/performance.md``). That pass (:func:`dense_terms`) is plain tensor code, so
 ``torch.compile`` can fuse it into one loop (CPU: C++/OpenMP; GPU: Triton); it also runs eagerly.
 
 lgamma(x + α) − lgamma(α) and its derivative depend on (batch, gene, x) only, so they are evaluated once
