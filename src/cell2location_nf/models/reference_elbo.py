@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..inference.compile import CompiledOrEager
-from ..preprocessing.counts import canonical_csr
+from ..preprocessing.counts import canonical_csr, row_log_factorials
 from .elbo_terms import ambient_and_overdispersion_logp, gamma_logp, lognormal_draws
 from .guide import MeanFieldGuide
 from .reference import CellGroups, ReferenceModel, ReferencePriors, expected_mean
@@ -97,8 +97,6 @@ class RowNonzeros:
     """
 
     def __init__(self, x, device: torch.device | str = "cpu", groups: CellGroups | None = None):
-        import scipy.sparse as sp
-
         csr = canonical_csr(x)
         small = csr.data < SHARED_VALUES
         genes = csr.indices.astype(np.int32, copy=False)  # int32 throughout: the layout is 4 bytes per array
@@ -114,10 +112,7 @@ class RowNonzeros:
         self.large_indptr = torch.as_tensor(large_indptr.astype(position_type), device=device)
         self.large_genes = torch.as_tensor(genes[~small].astype(np.int64), device=device)
         self.large_values = torch.as_tensor(csr.data[~small], device=device)
-        log_x = sp.csr_matrix((torch.lgamma(torch.as_tensor(csr.data) + 1).numpy(), csr.indices, csr.indptr),
-                              shape=csr.shape)
-        self.log_factorial = torch.as_tensor(np.asarray(log_x.sum(axis=1), dtype=np.float32).ravel(), device=device)
-        del log_x
+        self.log_factorial = torch.as_tensor(row_log_factorials(csr).astype(np.float32), device=device)
         self.groups = groups
         if groups is not None:
             key_type = np.int32 if groups.n_groups * self.n_genes < np.iinfo(np.int32).max else np.int64

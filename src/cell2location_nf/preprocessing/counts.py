@@ -53,9 +53,9 @@ def canonical_csr(x) -> sp.csr_matrix:
 
 
 def row_log_factorials(csr: sp.csr_matrix, rows_per_chunk: int = 4096) -> np.ndarray:
-    """Σ_g log x_sg! of every row in float64: the likelihood's constant, taken once per location so that a
-    minibatch sums its rows' values instead of evaluating log Γ at each of its non-zeros every step. Chunked by
-    rows, so no float64 copy of all the stored values is made."""
+    """Σ_g log x_sg! of every row in float64: the likelihood's constant, taken once per location (mapping) or cell
+    (reference) so that a minibatch sums its rows' values instead of evaluating log Γ at each of its non-zeros
+    every step. Chunked by rows, so no float64 copy of all the stored values is made."""
     totals = np.zeros(csr.shape[0])
     indptr = csr.indptr
     for start in range(0, csr.shape[0], rows_per_chunk):
