@@ -30,7 +30,8 @@ class CountBatch:
     (a minibatch cut from a CSR matrix); they replace a scan of the dense rows, 18–34 ms of a 200 ms step on
     5,000 Visium HD bins (bench/RESULTS.md, "Minibatch counts from the CSR rows"). ``log_factorial``: Σ log x!
     when the caller has it (summed from per-location values, ``preprocessing.counts.row_log_factorials``), in
-    place of log Γ at every non-zero, 5–6 ms of such a step.
+    place of log Γ at every non-zero (``aten::lgamma``, about 5 ms of such a step: bench/RESULTS.md, "Gene
+    gradients from one product").
     """
 
     def __init__(self, x: torch.Tensor, batch_index: torch.Tensor, n_batches: int,
