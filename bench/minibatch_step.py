@@ -7,12 +7,14 @@
 The slide comes from ``bench/run_scale.py`` (run it first). The model, guide, minibatch loader, compiled
 objective (dynamic shapes, as a minibatch mapping compiles it) and Adam are the mapping's own; the guide starts
 at the prior means (no warm start: the step's cost does not depend on where it starts). After ``--warmup``
-steps, which compile, it times ``--steps`` steps phase by phase and prints milliseconds per step.
+steps, which compile, it times ``--steps`` steps phase by phase and prints milliseconds per step, and the page
+faults per step.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 from functools import partial
 from pathlib import Path
@@ -88,14 +90,17 @@ def main() -> None:
 
     for _ in range(args.warmup):
         step(False)
+    faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(args.steps):
         step(True)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / args.steps
     per_step = {k: v / args.steps * 1000 for k, v in totals.items()}
     print(f"{args.dataset}, minibatches of {args.batch_size}, {args.threads} threads, {args.steps} steps "
           f"after {args.warmup}: ms per step")
     for phase in PHASES:
         print(f"  {phase:9s} {per_step[phase]:8.1f}")
     print(f"  {'total':9s} {sum(per_step.values()):8.1f}")
+    print(f"minor page faults per step: {faults:.0f} (each a 4 KiB page the kernel maps and zero-fills)")
     if args.profile:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             for _ in range(args.profile):

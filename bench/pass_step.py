@@ -7,6 +7,7 @@ in turn.
     .venv/bin/python bench/pass_step.py --forms log-alpha-per-element whole-array-value  # the log α change
     .venv/bin/python bench/pass_step.py --forms aten-special-functions now                # that change
     .venv/bin/python bench/pass_step.py --forms column-sums now --dataset hd_20000x5000x30 --threads 2 --steps 30
+    .venv/bin/python bench/pass_step.py --forms aten-log now                              # the polynomial log
 
 Forms (``nb_likelihood.dense_terms``, ``_weights_gradient``, ``_gene_gradients`` and ``_count_terms`` as they
 were):
@@ -20,7 +21,10 @@ were):
                          (S, G) gradient, not two; log Γ and ψ over distinct counts from ``special_functions`` in
                          one compiled loop; ∂/∂m_g a column sum of grad · (w @ g) in the pass, ∂/∂s_eg a product of
                          the batches' one-hot with grad (a5254a3 to the commit after 75799e2)
-  now                    the package's: ∂/∂m_g and ∂/∂s_eg from one product [wᵀ; one-hotᵀ] @ grad
+  aten-log               ∂/∂m_g and ∂/∂s_eg from one product [wᵀ; one-hotᵀ] @ grad; ATen's (SLEEF's) log in the
+                         pass and in log Γ and ψ (the package's code with torch.log for ``vector_log``; to the
+                         commit after f581232)
+  now                    the package's: ``special_functions.polynomial_log`` in the compiled CPU loops
 
 A dataset folder from run_benchmark.py is mapped in full batch; one from run_scale.py (``hd.h5ad``) gives its
 first minibatch of ``--batch-size`` bins, the same one every step. Each step is a training step (loss, backward,
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import types
 from pathlib import Path
 
 import torch
@@ -40,7 +45,7 @@ from profile_step import full_batch_step_inputs, training_step
 
 from cell2location_nf.inference.allocator import retain_freed_memory
 from cell2location_nf.inference.compile import CompiledOrEager
-from cell2location_nf.models import nb_likelihood
+from cell2location_nf.models import nb_likelihood, special_functions
 from cell2location_nf.models.mapping_elbo import draw
 
 HERE = Path(__file__).resolve().parent
@@ -120,6 +125,26 @@ def aten_count_terms(use_compile: bool, alpha_flat, distinct_batch_gene, x_u, n_
     return (n_u * torch.lgamma(y)).sum(), n_u * torch.digamma(y)
 
 
+def with_globals(fn, **names):
+    """A copy of ``fn`` that reads ``names`` in place of the module globals of those names. Its code object is a
+    copy too: torch.compile keeps what it compiled on the code object, together with the globals it was traced in."""
+    return types.FunctionType(fn.__code__.replace(), {**fn.__globals__, **names}, fn.__name__, fn.__defaults__,
+                              fn.__closure__)
+
+
+def aten_log_count_terms():
+    """log Γ and ψ over distinct counts in one compiled loop, with torch.log (before the polynomial log)."""
+    special = with_globals(special_functions.log_gamma_and_digamma, vector_log=torch.log)
+    return CompiledOrEager(with_globals(nb_likelihood.distinct_count_terms, log_gamma_and_digamma=special),
+                           "ATen-log count terms")
+
+
+def aten_log_form():
+    """The package's pass and count terms as they were before the polynomial log: torch.log for vector_log."""
+    return (CompiledOrEager(with_globals(nb_likelihood.dense_terms, vector_log=torch.log), "ATen-log pass"),
+            nb_likelihood._gene_gradients, nb_likelihood._weights_gradient, aten_log_count_terms())
+
+
 def earlier_form(kernel, name, weights_gradient, count_terms):
     return (*with_gene_gradients(CompiledOrEager(kernel, name)), weights_gradient, count_terms)
 
@@ -131,7 +156,8 @@ FORMS = {"log-alpha-per-element": lambda: earlier_form(earlier_pass(True), "log 
          "aten-special-functions": lambda: earlier_form(row_sum_pass, "row-sum pass", transposed_weights_gradient,
                                                         aten_count_terms),
          "column-sums": lambda: earlier_form(column_sum_pass, "column-sum pass", nb_likelihood._weights_gradient,
-                                             nb_likelihood._count_terms),
+                                             aten_log_count_terms()),
+         "aten-log": aten_log_form,
          "now": lambda: (nb_likelihood._likelihood_pass, nb_likelihood._gene_gradients,
                          nb_likelihood._weights_gradient, nb_likelihood._count_terms)}
 

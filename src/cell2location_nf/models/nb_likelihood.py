@@ -5,7 +5,8 @@ single elementwise pass over (locations x genes) that yields the value and the g
 w, m_g and s_eg through matrix products of its one (locations x genes) gradient), instead of autograd's graph
 of gathers, scatters and saved (locations x genes) intermediates, which dominated a step (profile in
 ``docs/performance.md``). That pass (:func:`dense_terms`) is plain tensor code, so
-``torch.compile`` can fuse it into one loop (CPU: C++/OpenMP; GPU: Triton); it also runs eagerly.
+``torch.compile`` can fuse it into one loop (CPU: C++/OpenMP; GPU: Triton); it also runs eagerly. Its two
+logarithms per element come from ``special_functions.vector_log``: a polynomial in the compiled CPU loop.
 
 lgamma(x + α) − lgamma(α) and its derivative depend on (batch, gene, x) only, so they are evaluated once
 per distinct triple and weighted by its multiplicity (most counts are small integers); Σ log x! is
@@ -20,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from ..inference.compile import CompiledOrEager
-from .special_functions import log_gamma_and_digamma
+from .special_functions import log_gamma_and_digamma, vector_log
 
 
 class CountBatch:
@@ -84,11 +85,11 @@ def dense_terms(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index, on
     alpha = alpha_eg[batch_index]
     log_alpha = log_alpha_eg[batch_index]
     total = alpha + mu
-    log_total = torch.log(total)
+    log_total = vector_log(total)
     # Summed per row first, x log μ as a product where x > 0: inductor then adds the value up in the loop that
     # makes the gradients. A whole-array sum (with xlogy) was a second pass over (locations x genes), which
     # stored μ and log ρ for it and took log μ there (bench/pass_step.py); the gradients are unchanged.
-    x_log_mu = torch.where(x > 0, x * torch.log(mu), 0)
+    x_log_mu = torch.where(x > 0, x * vector_log(mu), 0)
     value = (alpha * log_alpha - (alpha + x) * log_total + x_log_mu).sum(dim=1).sum()
     ratio = (alpha + x) / total
     grad_mu = x / mu - ratio
