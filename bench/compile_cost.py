@@ -5,6 +5,7 @@
     .venv/bin/python bench/compile_cost.py --no-precompiled-headers  # inductor without them
     .venv/bin/python bench/compile_cost.py --eager-prior             # compile the likelihood pass only
     .venv/bin/python bench/compile_cost.py --cpp-wrapper             # inductor's C++ wrapper around kernels
+    .venv/bin/python bench/compile_cost.py --dynamic                 # every size dynamic, as minibatches compile
 
 Each call is one process with a new, empty inductor cache (precompiled headers included, as training keeps
 them since commit ac30ee9). It prints the first step's seconds (tracing, C++ compiling, loading), every C++
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--no-precompiled-headers", action="store_true")
     parser.add_argument("--eager-prior", action="store_true", help="run the prior and entropy terms eagerly")
     parser.add_argument("--cpp-wrapper", action="store_true", help="inductor's cpp_wrapper mode")
+    parser.add_argument("--dynamic", action="store_true", help="compile with every size dynamic (minibatch mapping)")
     args = parser.parse_args()
 
     cache = Path(tempfile.mkdtemp(prefix="compile_cost_"))
@@ -45,7 +47,7 @@ def main() -> None:
     from torch._inductor import cpp_builder
 
     import cell2location_nf.models.mapping_elbo as mapping_elbo
-    from cell2location_nf.inference.compile import prepare_compile
+    from cell2location_nf.inference.compile import DYNAMIC, prepare_compile
 
     torch.set_num_threads(args.threads)
     inductor_config.cpp_cache_precompile_headers = not args.no_precompiled_headers
@@ -65,7 +67,8 @@ def main() -> None:
     trained, step_args = full_batch_step_inputs(args.workdir / args.dataset, torch.device("cpu"))
 
     def step() -> float:
-        loss = mapping_elbo.negative_elbo(trained.model, trained.guide, *step_args, use_compile=True)
+        loss = mapping_elbo.negative_elbo(trained.model, trained.guide, *step_args,
+                                          use_compile=DYNAMIC if args.dynamic else True)
         loss.backward()
         return loss.item()
 

@@ -22,9 +22,8 @@ were):
                          one compiled loop; ∂/∂m_g a column sum of grad · (w @ g) in the pass, ∂/∂s_eg a product of
                          the batches' one-hot with grad (a5254a3 to the commit after 75799e2)
   aten-log               ∂/∂m_g and ∂/∂s_eg from one product [wᵀ; one-hotᵀ] @ grad; ATen's (SLEEF's) log in the
-                         pass and in log Γ and ψ (the package's code with torch.log for ``vector_log``; to the
-                         commit after f581232)
-  now                    the package's: ``special_functions.polynomial_log`` in the compiled CPU loops
+                         pass (the package's code with torch.log for ``vector_log``; to the commit after f581232)
+  now                    the package's: ``special_functions.polynomial_log`` in the compiled CPU pass
 
 A dataset folder from run_benchmark.py is mapped in full batch; one from run_scale.py (``hd.h5ad``) gives its
 first minibatch of ``--batch-size`` bins, the same one every step. Each step is a training step (loss, backward,
@@ -45,7 +44,7 @@ from profile_step import full_batch_step_inputs, training_step
 
 from cell2location_nf.inference.allocator import retain_freed_memory
 from cell2location_nf.inference.compile import CompiledOrEager
-from cell2location_nf.models import nb_likelihood, special_functions
+from cell2location_nf.models import nb_likelihood
 from cell2location_nf.models.mapping_elbo import draw
 
 HERE = Path(__file__).resolve().parent
@@ -132,17 +131,10 @@ def with_globals(fn, **names):
                               fn.__closure__)
 
 
-def aten_log_count_terms():
-    """log Γ and ψ over distinct counts in one compiled loop, with torch.log (before the polynomial log)."""
-    special = with_globals(special_functions.log_gamma_and_digamma, vector_log=torch.log)
-    return CompiledOrEager(with_globals(nb_likelihood.distinct_count_terms, log_gamma_and_digamma=special),
-                           "ATen-log count terms")
-
-
 def aten_log_form():
-    """The package's pass and count terms as they were before the polynomial log: torch.log for vector_log."""
+    """The package's pass as it was before the polynomial log: torch.log for vector_log."""
     return (CompiledOrEager(with_globals(nb_likelihood.dense_terms, vector_log=torch.log), "ATen-log pass"),
-            nb_likelihood._gene_gradients, nb_likelihood._weights_gradient, aten_log_count_terms())
+            nb_likelihood._gene_gradients, nb_likelihood._weights_gradient, nb_likelihood._count_terms)
 
 
 def earlier_form(kernel, name, weights_gradient, count_terms):
@@ -156,7 +148,7 @@ FORMS = {"log-alpha-per-element": lambda: earlier_form(earlier_pass(True), "log 
          "aten-special-functions": lambda: earlier_form(row_sum_pass, "row-sum pass", transposed_weights_gradient,
                                                         aten_count_terms),
          "column-sums": lambda: earlier_form(column_sum_pass, "column-sum pass", nb_likelihood._weights_gradient,
-                                             aten_log_count_terms()),
+                                             nb_likelihood._count_terms),
          "aten-log": aten_log_form,
          "now": lambda: (nb_likelihood._likelihood_pass, nb_likelihood._gene_gradients,
                          nb_likelihood._weights_gradient, nb_likelihood._count_terms)}
