@@ -112,7 +112,7 @@ class CompiledOrEager:
     compile) or :data:`DYNAMIC` (one compile with every size dynamic, for minibatches whose sizes change: a
     20,000-bin mapping compiled 4 graphs instead of 8, bench/RESULTS.md "Minibatch graphs dynamic from the start").
     If compilation fails (no C++ compiler on CPU, no Triton on GPU) it warns once and runs ``fn`` eagerly from then
-    on: the same values to float32 rounding (compiled CPU code takes its logarithms from
+    on: the same values to float32 rounding (the compiled CPU likelihood pass takes its logarithms from
     ``special_functions.polynomial_log``), only slower.
     """
 
