@@ -8,6 +8,7 @@ in turn.
     .venv/bin/python bench/pass_step.py --forms aten-special-functions now                # that change
     .venv/bin/python bench/pass_step.py --forms column-sums now --dataset hd_20000x5000x30 --threads 2 --steps 30
     .venv/bin/python bench/pass_step.py --forms aten-log now                              # the polynomial log
+    .venv/bin/python bench/pass_step.py --forms gene-product now --dataset hd_20000x5000x30 --threads 2 --steps 30
 
 Forms (``nb_likelihood.dense_terms``, ``_weights_gradient``, ``_gene_gradients`` and ``_count_terms`` as they
 were):
@@ -23,7 +24,10 @@ were):
                          the batches' one-hot with grad (a5254a3 to the commit after 75799e2)
   aten-log               ∂/∂m_g and ∂/∂s_eg from one product [wᵀ; one-hotᵀ] @ grad; ATen's (SLEEF's) log in the
                          pass (the package's code with torch.log for ``vector_log``; to the commit after f581232)
-  now                    the package's: ``special_functions.polynomial_log`` in the compiled CPU pass
+  gene-product           ``special_functions.polynomial_log`` in the compiled CPU pass; with one batch too, ∂/∂m_g
+                         and ∂/∂s_eg from the one product of ``_gene_gradients`` (to the commit after bf7cb0a)
+  now                    the package's: with one batch the pass returns ∂/∂m_g and ∂/∂s_eg from matrix-vector
+                         products (``nb_likelihood.one_batch_terms``); with several, as gene-product
 
 A dataset folder from run_benchmark.py is mapped in full batch; one from run_scale.py (``hd.h5ad``) gives its
 first minibatch of ``--batch-size`` bins, the same one every step. Each step is a training step (loss, backward,
@@ -134,11 +138,17 @@ def with_globals(fn, **names):
 def aten_log_form():
     """The package's pass as it was before the polynomial log: torch.log for vector_log."""
     return (CompiledOrEager(with_globals(nb_likelihood.dense_terms, vector_log=torch.log), "ATen-log pass"),
-            nb_likelihood._gene_gradients, nb_likelihood._weights_gradient, nb_likelihood._count_terms)
+            nb_likelihood._gene_gradients, nb_likelihood._weights_gradient, nb_likelihood._count_terms, False)
 
 
 def earlier_form(kernel, name, weights_gradient, count_terms):
-    return (*with_gene_gradients(CompiledOrEager(kernel, name)), weights_gradient, count_terms)
+    return (*with_gene_gradients(CompiledOrEager(kernel, name)), weights_gradient, count_terms, False)
+
+
+def shipped_form(one_batch_pass: bool = True):
+    """The package's pass, gene gradients, ∂/∂w and count terms; with or without its one-batch pass."""
+    return (nb_likelihood._likelihood_pass, nb_likelihood._gene_gradients, nb_likelihood._weights_gradient,
+            nb_likelihood._count_terms, one_batch_pass)
 
 
 FORMS = {"log-alpha-per-element": lambda: earlier_form(earlier_pass(True), "log α per element",
@@ -150,13 +160,13 @@ FORMS = {"log-alpha-per-element": lambda: earlier_form(earlier_pass(True), "log 
          "column-sums": lambda: earlier_form(column_sum_pass, "column-sum pass", nb_likelihood._weights_gradient,
                                              nb_likelihood._count_terms),
          "aten-log": aten_log_form,
-         "now": lambda: (nb_likelihood._likelihood_pass, nb_likelihood._gene_gradients,
-                         nb_likelihood._weights_gradient, nb_likelihood._count_terms)}
+         "gene-product": lambda: shipped_form(one_batch_pass=False),
+         "now": shipped_form}
 
 
 def use_form(form) -> None:
     (nb_likelihood._likelihood_pass, nb_likelihood._gene_gradients, nb_likelihood._weights_gradient,
-     nb_likelihood._count_terms) = form
+     nb_likelihood._count_terms, nb_likelihood.ONE_BATCH_PASS) = form
 
 
 def step_inputs(data: Path, batch_size: int):
@@ -192,11 +202,13 @@ def main() -> None:
         inputs = (z["w_sf"] @ model.cell_state, counts.x, z["m_g"], z["s_g_gene_add"], z["detection_y_s"], alpha_eg,
                   torch.log(alpha_eg), counts.batch_index, counts.batch_one_hot_t)
         outputs = {}
-        for name, (kernel, gene_gradients, weights_gradient, _) in forms.items():
-            value, grad, grad_y, grad_alpha = kernel(True, *inputs)
-            grad_m, grad_s = gene_gradients(grad, z["w_sf"], model.cell_state, counts.batch_one_hot_t)
-            outputs[name] = (value, weights_gradient(grad, model.cell_state, z["m_g"]), grad_m, grad_s, grad_y,
-                             grad_alpha)
+        for name, form in forms.items():
+            use_form(form)
+            value, grad, grad_y, grad_alpha, grad_m, grad_s = nb_likelihood.likelihood_terms(
+                True, z["w_sf"], z["m_g"], z["s_g_gene_add"], z["detection_y_s"], alpha_eg, model.cell_state, counts)
+            outputs[name] = (value, nb_likelihood._weights_gradient(grad, model.cell_state, z["m_g"]), grad_m, grad_s,
+                             grad_y, grad_alpha)
+        use_form(shipped)
         exact = float(earlier_pass(False)(*(t.double() if t.is_floating_point() else t for t in inputs))[0])
         print(f"value {exact:.3f} in float64; each form's float32 value minus it: " + ", ".join(
             f"{name} {float(outputs[name][0]) - exact:.3f}" for name in forms))

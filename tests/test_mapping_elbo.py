@@ -18,14 +18,14 @@ from cell2location_nf.models.nb_likelihood import neg_binomial_log_lik
 from .objective_checks import assert_same_objective
 
 
-def _problem(seed: int = 0, n_obs: int = 30, n_genes: int = 25, n_types: int = 4):
+def _problem(seed: int = 0, n_obs: int = 30, n_genes: int = 25, n_types: int = 4, n_batches: int = 2):
     rng = np.random.default_rng(seed)
     signatures = torch.as_tensor(rng.gamma(1.0, 1.0, size=(n_types, n_genes)), dtype=torch.float32)
     x = torch.as_tensor(sp.random(n_obs, n_genes, density=0.3, random_state=seed, data_rvs=lambda k: rng.integers(
         1, 20, size=k)).toarray(), dtype=torch.float32)
-    batch = torch.as_tensor(rng.integers(0, 2, size=n_obs))  # rows grouped by batch, as the loader does
+    batch = torch.as_tensor(rng.integers(0, n_batches, size=n_obs))  # rows grouped by batch, as the loader does
     n_cells = torch.as_tensor(rng.uniform(5, 10, size=(n_obs, 1)), dtype=torch.float32)
-    model = MappingModel(n_obs, signatures, 2, n_cells, torch.tensor([[20.0], [200.0]]), 0.3,
+    model = MappingModel(n_obs, signatures, n_batches, n_cells, torch.tensor([[20.0], [200.0]])[:n_batches], 0.3,
                          MappingHyperparameters(n_groups=6))
     guide = MeanFieldGuide(model.initial_values(batch.numpy()), local_sites=LOCAL_SITES)
     with torch.no_grad():  # move away from the prior means so every term matters
@@ -50,15 +50,17 @@ def test_fused_elbo_equals_pyro(subset):
     torch.testing.assert_close(ours, -pyro_elbo, rtol=2e-5, atol=1e-2)
 
 
-@pytest.mark.parametrize("subset", [None, [0, 2, 3, 11, 12, 29]])
-def test_fused_gradients_match_pyro(subset):
-    model, guide, x, batch = _problem(seed=1)
+@pytest.mark.parametrize(("subset", "n_batches"), [(None, 2), ([0, 2, 3, 11, 12, 29], 2), (None, 1),
+                                                   ([0, 2, 3, 11, 12, 29], 1)])
+def test_fused_gradients_match_pyro(subset, n_batches):
+    """Also with one batch, where the likelihood pass returns ∂/∂m_g and ∂/∂s_eg itself (one_batch_terms)."""
+    model, guide, x, batch = _problem(seed=1, n_batches=n_batches)
     idx = torch.arange(x.shape[0]) if subset is None else torch.tensor(subset)
     x, batch = x[idx], batch[idx]
     pyro.set_rng_seed(3)
     noise = {name: torch.randn_like(guide.locs[name][idx] if name in LOCAL_SITES else guide.locs[name])
              for name in guide.site_names}
-    negative_elbo(model, guide, CountBatch(x, batch, 2), batch, idx, noise).backward()
+    negative_elbo(model, guide, CountBatch(x, batch, n_batches), batch, idx, noise).backward()
     ours = {k: v.grad.clone() for k, v in guide.named_parameters()}
     guide.zero_grad()
     values = {name: z for name, (z, _, _) in draw(guide, idx, noise).items()}
@@ -69,20 +71,22 @@ def test_fused_gradients_match_pyro(subset):
         torch.testing.assert_close(ours[name], grad.grad, rtol=1e-3, atol=1e-3)
 
 
-def test_likelihood_gradients_pass_gradcheck():
-    """The hand-written gradients of the NB likelihood node against finite differences (float64)."""
+@pytest.mark.parametrize("n_batches", [2, 1])
+def test_likelihood_gradients_pass_gradcheck(n_batches):
+    """The hand-written gradients of the NB likelihood node against finite differences (float64); with one batch
+    ∂/∂m_g and ∂/∂s_eg come from the pass (one_batch_terms), with two from _gene_gradients."""
     rng = np.random.default_rng(2)
     n_obs, n_genes, n_types = 7, 9, 3
     x = torch.as_tensor(rng.poisson(2.0, size=(n_obs, n_genes)), dtype=torch.float64)
-    batch = torch.as_tensor(rng.integers(0, 2, size=n_obs))
-    counts = CountBatch(x, batch, 2)
+    batch = torch.as_tensor(rng.integers(0, n_batches, size=n_obs))
+    counts = CountBatch(x, batch, n_batches)
     cell_state = torch.as_tensor(rng.gamma(1.0, 1.0, size=(n_types, n_genes)))
 
     def positive(*shape):
         return torch.as_tensor(rng.uniform(0.2, 2.0, size=shape)).requires_grad_()
 
-    inputs = (positive(n_obs, n_types), positive(1, n_genes), positive(2, n_genes), positive(n_obs, 1),
-              positive(2, n_genes))
+    inputs = (positive(n_obs, n_types), positive(1, n_genes), positive(n_batches, n_genes), positive(n_obs, 1),
+              positive(n_batches, n_genes))
     assert torch.autograd.gradcheck(lambda *a: neg_binomial_log_lik(*a, cell_state, counts), inputs)
 
 
@@ -105,6 +109,35 @@ def test_compiled_likelihood_pass_equals_eager():
         pytest.skip("torch.compile is not available on this machine")
     for ours, eager in zip(compiled, nb_likelihood.dense_terms(*args), strict=True):
         torch.testing.assert_close(ours, eager, rtol=1e-5, atol=1e-4)
+
+
+def test_one_batch_pass_gene_gradients_equal_the_gene_product():
+    """With one batch the pass's ∂/∂m_g and ∂/∂s_eg (matrix-vector products of grad · (w @ g) and grad) equal
+    _gene_gradients' from one product over the locations, eagerly and compiled, and the rest is dense_terms'."""
+    from cell2location_nf.models import nb_likelihood
+
+    rng = np.random.default_rng(7)
+    n_obs, n_genes, n_types = 50, 30, 5
+    x = torch.as_tensor(rng.poisson(3.0, size=(n_obs, n_genes)), dtype=torch.float32)
+    counts = CountBatch(x, torch.zeros(n_obs, dtype=torch.long), 1)
+    w_sf = torch.as_tensor(rng.gamma(1.0, 1.0, (n_obs, n_types)), dtype=torch.float32)
+    cell_state = torch.as_tensor(rng.gamma(1.0, 1.0, (n_types, n_genes)), dtype=torch.float32)
+    m_g, s_eg, y_s, alpha_eg = (torch.as_tensor(rng.uniform(0.2, 2.0, size=s), dtype=torch.float32)
+                                for s in [(1, n_genes), (1, n_genes), (n_obs, 1), (1, n_genes)])
+    args = (w_sf @ cell_state, x, m_g, s_eg, y_s, alpha_eg, torch.log(alpha_eg), counts.batch_index,
+            counts.batch_one_hot_t)
+    value, grad, grad_y, grad_alpha = nb_likelihood.dense_terms(*args)
+    grad_m, grad_s = nb_likelihood._gene_gradients(grad, w_sf, cell_state, counts.batch_one_hot_t)
+    kernel = CompiledOrEager(nb_likelihood.one_batch_terms, "the one-batch likelihood pass")
+    for use_compile in (False, True):
+        ours = kernel(use_compile, *args)
+        if kernel.failed:
+            pytest.skip("torch.compile is not available on this machine")
+        for got, expected in zip(ours, (value, grad, grad_y, grad_alpha, grad_m, grad_s), strict=True):
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+    dispatched = nb_likelihood.likelihood_terms(False, w_sf, m_g, s_eg, y_s, alpha_eg, cell_state, counts)
+    for got, expected in zip(dispatched, nb_likelihood.one_batch_terms(*args), strict=True):
+        assert torch.equal(got, expected)  # the likelihood node takes this pass with one batch
 
 
 def test_compiled_negative_elbo_equals_eager():
@@ -170,13 +203,14 @@ def test_dynamic_compile_serves_every_minibatch_size_with_one_graph():
     assert counters["stats"]["unique_graphs"] - graphs == 1
 
 
-def test_dynamic_compiled_negative_elbo_equals_eager_at_two_minibatch_sizes():
+@pytest.mark.parametrize("n_batches", [2, 1])
+def test_dynamic_compiled_negative_elbo_equals_eager_at_two_minibatch_sizes(n_batches):
     from cell2location_nf.inference.compile import DYNAMIC
 
-    model, guide, x, batch = _problem(seed=6)
+    model, guide, x, batch = _problem(seed=6, n_batches=n_batches)
     for subset in ([0, 3, 4, 9, 12, 17, 25], [1, 2, 8, 20]):
         idx = torch.tensor(subset)
-        counts = CountBatch(x[idx], batch[idx], 2)
+        counts = CountBatch(x[idx], batch[idx], n_batches)
         torch.manual_seed(2)
         noise = {name: torch.randn_like(guide.locs[name][idx] if name in LOCAL_SITES else guide.locs[name])
                  for name in guide.site_names}

@@ -7,6 +7,8 @@ of gathers, scatters and saved (locations x genes) intermediates, which dominate
 ``docs/performance.md``). That pass (:func:`dense_terms`) is plain tensor code, so
 ``torch.compile`` can fuse it into one loop (CPU: C++/OpenMP; GPU: Triton); it also runs eagerly. Its two
 logarithms per element come from ``special_functions.vector_log``: a polynomial in the compiled CPU loop.
+With one batch (a single sample; every Visium HD slide) the gene gradients come from the pass too
+(:func:`one_batch_terms`).
 
 lgamma(x + α) − lgamma(α) and its derivative depend on (batch, gene, x) only, so they are evaluated once
 per distinct triple and weighted by its multiplicity (most counts are small integers); Σ log x! is
@@ -102,6 +104,25 @@ def dense_terms(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index, on
 _likelihood_pass = CompiledOrEager(dense_terms, "the likelihood pass")
 
 
+def one_batch_terms(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index, one_hot_t):
+    """:func:`dense_terms` for one batch, with ∂/∂m_g = Σ_s grad_sg (w @ g)_sg and ∂/∂s_g = Σ_s grad_sg appended.
+
+    With one batch the one-hot matrix is a row of ones, and its products with a (locations x genes) array are
+    matrix-vector products that read the array once at memory speed; a product with two or more rows, like the
+    (types + batches)-row one of :func:`_gene_gradients`, runs at the speed of a matrix product instead, several
+    times longer. So here the pass writes grad · (w @ g) as a second (locations x genes) array and sums it and
+    grad with such products, in place of :func:`_gene_gradients`: a 5,000-bin Visium HD step about 7 % shorter;
+    with two batches, as long (bench/RESULTS.md, "Gene gradients from the pass with one batch").
+    """
+    value, grad_linear, grad_y, grad_alpha = dense_terms(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index,
+                                                         one_hot_t)
+    return value, grad_linear, grad_y, grad_alpha, one_hot_t @ (grad_linear * base), one_hot_t @ grad_linear
+
+
+_one_batch_pass = CompiledOrEager(one_batch_terms, "the one-batch likelihood pass")
+ONE_BATCH_PASS = True  # bench/pass_step.py turns it off to time the general form on one batch
+
+
 def distinct_count_terms(alpha_flat, distinct_batch_gene, x_u, n_u):
     """Σ n lgamma(x + α) over distinct (batch, gene, x) triples with multiplicities n, and n ψ(x + α) per triple."""
     log_gamma, digamma = log_gamma_and_digamma(x_u + alpha_flat.index_select(0, distinct_batch_gene))
@@ -128,13 +149,23 @@ def _gene_gradients(grad_linear: torch.Tensor, w_sf: torch.Tensor, cell_state: t
     return (sums[:n_factors] * cell_state).sum(dim=0, keepdim=True), sums[n_factors:]
 
 
+def likelihood_terms(use_compile, w_sf, m_g, s_eg, y_s, alpha_eg, cell_state, counts: CountBatch):
+    """(value, ∂/∂(base · m_g + s_eg), ∂/∂y_s, ∂/∂α_eg, ∂/∂m_g, ∂/∂s_eg), without the count terms (the forward's)."""
+    one_hot_t = counts.batch_one_hot_t
+    inputs = (w_sf @ cell_state, counts.x, m_g, s_eg, y_s, alpha_eg, torch.log(alpha_eg), counts.batch_index,
+              one_hot_t)
+    if ONE_BATCH_PASS and one_hot_t.shape[0] == 1:
+        return _one_batch_pass(use_compile, *inputs)
+    value, grad_linear, grad_y, grad_alpha = _likelihood_pass(use_compile, *inputs)
+    grad_m, grad_s = _gene_gradients(grad_linear, w_sf, cell_state, one_hot_t)
+    return value, grad_linear, grad_y, grad_alpha, grad_m, grad_s
+
+
 class _NegBinomialLogLik(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w_sf, m_g, s_eg, y_s, alpha_eg, cell_state, counts: CountBatch, use_compile: bool | str):
-        value, grad_linear, grad_y, grad_alpha = _likelihood_pass(
-            use_compile, w_sf @ cell_state, counts.x, m_g, s_eg, y_s, alpha_eg, torch.log(alpha_eg),
-            counts.batch_index, counts.batch_one_hot_t)
-        grad_m, grad_s = _gene_gradients(grad_linear, w_sf, cell_state, counts.batch_one_hot_t)
+        value, grad_linear, grad_y, grad_alpha, grad_m, grad_s = likelihood_terms(
+            use_compile, w_sf, m_g, s_eg, y_s, alpha_eg, cell_state, counts)
         # lgamma(x + α) − lgamma(α) over distinct (batch, gene, x) triples with their multiplicities
         log_gamma_sum, digamma_terms = _count_terms(use_compile, alpha_eg.reshape(-1), counts.distinct_batch_gene,
                                                     counts.distinct_values, counts.distinct_counts)
