@@ -3,6 +3,7 @@
     .venv/bin/python bench/minibatch_step.py                                   # 200,000 bins, minibatches of 5,000
     .venv/bin/python bench/minibatch_step.py --dataset hd_20000x5000x30 --steps 40
     .venv/bin/python bench/minibatch_step.py --profile 10                      # and torch.profiler's top operators
+    .venv/bin/python bench/minibatch_step.py --profile 10 --shapes             # those operators by input shapes
 
 The slide comes from ``bench/run_scale.py`` (run it first). The model, guide, minibatch loader, compiled
 objective (dynamic shapes, as a minibatch mapping compiles it) and Adam are the mapping's own; the guide starts
@@ -62,6 +63,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=50, help="untimed steps first (they compile)")
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--profile", type=int, default=0, help="then profile this many steps with torch.profiler")
+    parser.add_argument("--shapes", action="store_true", help="profile rows per operator and input shapes")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -102,10 +104,11 @@ def main() -> None:
     print(f"  {'total':9s} {sum(per_step.values()):8.1f}")
     print(f"minor page faults per step: {faults:.0f} (each a 4 KiB page the kernel maps and zero-fills)")
     if args.profile:
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        cpu = [torch.profiler.ProfilerActivity.CPU]
+        with torch.profiler.profile(activities=cpu, record_shapes=args.shapes) as prof:
             for _ in range(args.profile):
                 step(False)
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30))
+        print(prof.key_averages(group_by_input_shape=args.shapes).table(sort_by="self_cpu_time_total", row_limit=30))
 
 
 if __name__ == "__main__":

@@ -111,8 +111,9 @@ def one_batch_terms(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index
     matrix-vector products that read the array once at memory speed; a product with two or more rows, like the
     (types + batches)-row one of :func:`_gene_gradients`, runs at the speed of a matrix product instead, several
     times longer. So here the pass writes grad · (w @ g) as a second (locations x genes) array and sums it and
-    grad with such products, in place of :func:`_gene_gradients`: a 5,000-bin Visium HD step about 7 % shorter;
-    with two batches, as long (bench/RESULTS.md, "Gene gradients from the pass with one batch").
+    grad with such products, in place of :func:`_gene_gradients`: the likelihood and Adam of a 5,000-bin Visium HD
+    minibatch 7–14 % shorter, a 200,000-bin mapping 1.5 % (bench/RESULTS.md, "Gene gradients from the pass with
+    one batch"). With two batches the one-hot products take as long as the product they would replace.
     """
     value, grad_linear, grad_y, grad_alpha = dense_terms(base, x, m_g, s_eg, y_s, alpha_eg, log_alpha_eg, batch_index,
                                                          one_hot_t)
