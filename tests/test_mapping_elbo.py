@@ -90,19 +90,28 @@ def test_likelihood_gradients_pass_gradcheck(n_batches):
     assert torch.autograd.gradcheck(lambda *a: neg_binomial_log_lik(*a, cell_state, counts), inputs)
 
 
+def _pass_inputs(rng: np.random.Generator, n_obs: int, n_genes: int, n_batches: int):
+    """Counts (a CountBatch) and the likelihood pass's m_g, s_eg, y_s and α_eg, drawn from ``rng``."""
+    x = torch.as_tensor(rng.poisson(3.0, size=(n_obs, n_genes)), dtype=torch.float32)
+    counts = CountBatch(x, torch.as_tensor(rng.integers(0, n_batches, size=n_obs)), n_batches)
+    m_g, s_eg, y_s, alpha_eg = (torch.as_tensor(rng.uniform(0.2, 2.0, size=s), dtype=torch.float32)
+                                for s in [(1, n_genes), (n_batches, n_genes), (n_obs, 1), (n_batches, n_genes)])
+    return counts, m_g, s_eg, y_s, alpha_eg
+
+
+def _pass_args(base, counts, m_g, s_eg, y_s, alpha_eg):
+    """The arguments of ``dense_terms`` and ``one_batch_terms``."""
+    return (base, counts.x, m_g, s_eg, y_s, alpha_eg, torch.log(alpha_eg), counts.batch_index, counts.batch_one_hot_t)
+
+
 def test_compiled_likelihood_pass_equals_eager():
     """torch.compile fuses the dense pass; it must give the same value and gradients as eager execution."""
     from cell2location_nf.models import nb_likelihood
 
     rng = np.random.default_rng(4)
     n_obs, n_genes = 40, 30
-    x = torch.as_tensor(rng.poisson(3.0, size=(n_obs, n_genes)), dtype=torch.float32)
-    batch = torch.as_tensor(rng.integers(0, 3, size=n_obs))
-    counts = CountBatch(x, batch, 3)
-    m_g, s_eg, y_s, alpha_eg = (torch.as_tensor(rng.uniform(0.2, 2.0, size=s), dtype=torch.float32)
-                                for s in [(1, n_genes), (3, n_genes), (n_obs, 1), (3, n_genes)])
-    args = (torch.as_tensor(rng.gamma(1.0, 1.0, (n_obs, n_genes)), dtype=torch.float32), x, m_g, s_eg, y_s,
-            alpha_eg, torch.log(alpha_eg), batch, counts.batch_one_hot_t)
+    counts, *parameters = _pass_inputs(rng, n_obs, n_genes, 3)
+    args = _pass_args(torch.as_tensor(rng.gamma(1.0, 1.0, (n_obs, n_genes)), dtype=torch.float32), counts, *parameters)
     kernel = CompiledOrEager(nb_likelihood.dense_terms, "the likelihood pass")
     compiled = kernel(True, *args)
     if kernel.failed:
@@ -118,14 +127,10 @@ def test_one_batch_pass_gene_gradients_equal_the_gene_product():
 
     rng = np.random.default_rng(7)
     n_obs, n_genes, n_types = 50, 30, 5
-    x = torch.as_tensor(rng.poisson(3.0, size=(n_obs, n_genes)), dtype=torch.float32)
-    counts = CountBatch(x, torch.zeros(n_obs, dtype=torch.long), 1)
+    counts, m_g, s_eg, y_s, alpha_eg = _pass_inputs(rng, n_obs, n_genes, 1)
     w_sf = torch.as_tensor(rng.gamma(1.0, 1.0, (n_obs, n_types)), dtype=torch.float32)
     cell_state = torch.as_tensor(rng.gamma(1.0, 1.0, (n_types, n_genes)), dtype=torch.float32)
-    m_g, s_eg, y_s, alpha_eg = (torch.as_tensor(rng.uniform(0.2, 2.0, size=s), dtype=torch.float32)
-                                for s in [(1, n_genes), (1, n_genes), (n_obs, 1), (1, n_genes)])
-    args = (w_sf @ cell_state, x, m_g, s_eg, y_s, alpha_eg, torch.log(alpha_eg), counts.batch_index,
-            counts.batch_one_hot_t)
+    args = _pass_args(w_sf @ cell_state, counts, m_g, s_eg, y_s, alpha_eg)
     value, grad, grad_y, grad_alpha = nb_likelihood.dense_terms(*args)
     grad_m, grad_s = nb_likelihood._gene_gradients(grad, w_sf, cell_state, counts.batch_one_hot_t)
     kernel = CompiledOrEager(nb_likelihood.one_batch_terms, "the one-batch likelihood pass")
