@@ -352,3 +352,4 @@ def test_fast_schedule_on_minibatches_is_recorded_in_the_summary(inputs, tmp_pat
     assert (summary["epochs"], summary["lr"], summary["lr_final"]) == (
         FAST_MINIBATCH["max_epochs"], *minibatch_lr(adata.n_obs, adata.n_obs // 3))
     assert summary["warm_start"] is True and summary["composition_start"] == 0.0  # the full NMF start wins
+    assert (summary["warm_start_updates"], summary["warm_start_relaxation"], summary["warm_start_tol"]) == (300, 1.0, 0)

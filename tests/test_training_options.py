@@ -21,7 +21,7 @@ def test_poisson_nmf_recovers_abundances_and_the_expected_counts():
     detection = torch.full((200, 1), 0.5)
     n_cells = w_true.sum(dim=1, keepdim=True).mean().expand(200, 1)  # N = the true mean total
     x = sp.csr_matrix(((w_true @ (signatures * m_true)) * detection).numpy())  # noiseless expected counts
-    w, m = poisson_nmf(x, signatures, detection, n_cells, n_iter=2000)
+    w, m, _ = poisson_nmf(x, signatures, detection, n_cells, n_iter=2000)
     assert np.corrcoef(w.numpy().ravel(), w_true.numpy().ravel())[0, 1] > 0.99
     # m_g alone is not identifiable where genes are type-specific (it trades off against per-type
     # scales); the fitted expected counts are
@@ -47,7 +47,7 @@ def test_poisson_nmf_on_sparse_counts_follows_the_dense_updates():
         m = (x.sum(dim=0) / ((detection * w).sum(dim=0) @ signatures)).clamp_min(1e-3).unsqueeze(0)
         scale = w.sum(dim=1).mean() / n_cells.mean()
         w, m = w / scale, m * scale
-    w_sparse, m_sparse = poisson_nmf(sp.csr_matrix(counts), signatures, detection, n_cells, n_iter=50)
+    w_sparse, m_sparse, _ = poisson_nmf(sp.csr_matrix(counts), signatures, detection, n_cells, n_iter=50)
     torch.testing.assert_close(w_sparse, w, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(m_sparse, m, rtol=1e-4, atol=1e-5)
 
@@ -79,7 +79,7 @@ def test_poisson_nmf_in_place_with_int32_indices_equals_the_allocating_int64_for
     assert not messy.has_canonical_format
     kept = (messy.data.copy(), messy.indices.copy(), messy.indptr.copy())
     assert warm_start._csr_tensor(canonical, torch.device("cpu")).col_indices().dtype == torch.int32
-    w32, m32 = poisson_nmf(messy, signatures, detection, n_cells, n_iter=40)
+    w32, m32, _ = poisson_nmf(messy, signatures, detection, n_cells, n_iter=40)
     for before, now in zip(kept, (messy.data, messy.indices, messy.indptr), strict=True):
         np.testing.assert_array_equal(before, now)
 
@@ -89,12 +89,103 @@ def test_poisson_nmf_in_place_with_int32_indices_equals_the_allocating_int64_for
         t = int32_tensor(x, device)
         return torch.sparse_csr_tensor(t.crow_indices().long(), t.col_indices().long(), t.values(), size=t.shape)
 
-    w_alloc, m_alloc = poisson_nmf(canonical, signatures, detection, n_cells, n_iter=40, in_place=False)
+    w_alloc, m_alloc, _ = poisson_nmf(canonical, signatures, detection, n_cells, n_iter=40, in_place=False)
     assert torch.equal(w32, w_alloc) and torch.equal(m32, m_alloc)
     monkeypatch.setattr(warm_start, "_csr_tensor", int64_tensor)
-    w64, m64 = poisson_nmf(canonical, signatures, detection, n_cells, n_iter=40, in_place=False)
+    w64, m64, _ = poisson_nmf(canonical, signatures, detection, n_cells, n_iter=40, in_place=False)
     assert torch.equal(w32, w64) and torch.equal(m32, m64)
 
+
+
+def _nmf_problem(seed: int = 3):
+    rng = np.random.default_rng(seed)
+    signatures = torch.as_tensor(rng.gamma(0.5, 1.0, size=(5, 160)), dtype=torch.float32)
+    detection = torch.as_tensor(rng.gamma(20.0, 1 / 20, size=(120, 1)), dtype=torch.float32)
+    n_cells = torch.full((120, 1), 3.0)
+    w_true = torch.as_tensor(rng.gamma(0.6, 5.0, size=(120, 5)), dtype=torch.float32)
+    mean = ((w_true @ signatures) * detection).numpy() * 0.2
+    return sp.csr_matrix(rng.poisson(mean).astype(np.float32)), signatures, detection, n_cells
+
+
+def test_half_deviance_from_the_ratios_at_the_non_zeros_equals_the_dense_formula():
+    from cell2location_nf.inference import warm_start
+
+    x, signatures, detection, n_cells = _nmf_problem()
+    w, m, _ = poisson_nmf(x, signatures, detection, n_cells, n_iter=7)
+    gm = signatures * m
+    mean = ((w * detection) @ gm).double().numpy() + 1e-8
+    dense = x.toarray().astype(np.float64)
+    positive = dense > 0
+    expected = (dense[positive] * np.log(dense[positive] / mean[positive])).sum() - dense.sum() + mean.sum()
+    counts = warm_start._csr_tensor(warm_start.canonical_csr(x), torch.device("cpu"))
+    ratios = warm_start.ratios_at_nonzeros(counts, w * detection, gm)
+    got = warm_start.half_deviance(counts.values(), ratios.values(), w * detection, gm, float(dense.sum()))
+    assert got == pytest.approx(expected, rel=1e-6)
+
+
+def test_poisson_nmf_stops_once_its_deviance_is_flat(monkeypatch, caplog):
+    """With ``tol`` the updates stop at the first reading (every CHECK_EVERY updates) whose deviance fell by less
+    than tol since the one before; the fit is then exactly that of as many updates without the rule."""
+    from cell2location_nf.inference import warm_start
+
+    x, signatures, detection, n_cells = _nmf_problem()
+    readings = []
+    measure = warm_start.half_deviance
+    monkeypatch.setattr(warm_start, "half_deviance", lambda *a: readings.append(measure(*a)) or readings[-1])
+    with caplog.at_level("INFO", logger=warm_start.__name__):
+        stopped = poisson_nmf(x, signatures, detection, n_cells, n_iter=300, tol=1e-4)
+    assert 0 < stopped.iterations < 300 and stopped.iterations % warm_start.CHECK_EVERY == 0
+    assert len(readings) == stopped.iterations // warm_start.CHECK_EVERY + 1
+    assert readings[-2] - readings[-1] < 1e-4 * readings[-1]  # flat at the last reading
+    assert all(before - after >= 1e-4 * after for before, after in zip(readings[:-2], readings[1:-1], strict=True))
+    assert f"Poisson NMF: {stopped.iterations} of at most 300 updates (deviance flat to 0.0001)" in caplog.text
+    monkeypatch.setattr(warm_start, "half_deviance", measure)
+    same = poisson_nmf(x, signatures, detection, n_cells, n_iter=stopped.iterations)
+    assert same.iterations == stopped.iterations
+    assert torch.equal(stopped.w, same.w) and torch.equal(stopped.m, same.m)
+    # without a tolerance (or with one the fit never meets) every update is made
+    assert poisson_nmf(x, signatures, detection, n_cells, n_iter=60).iterations == 60
+    assert poisson_nmf(x, signatures, detection, n_cells, n_iter=60, tol=1e-12).iterations == 60
+
+
+def test_over_relaxed_poisson_nmf_reaches_a_lower_deviance_in_as_many_updates():
+    """The warm start's relaxation (1.5) multiplies w by each update's factor raised to 1.5: in as many updates its
+    deviance ends lower than that of plain updates, and a relaxation of 1 is the plain update bit for bit."""
+    from cell2location_nf.inference import warm_start
+
+    x, signatures, detection, n_cells = _nmf_problem()
+    counts = warm_start._csr_tensor(warm_start.canonical_csr(x), torch.device("cpu"))
+    total = float(x.sum())
+
+    def deviance(fit):
+        gm = signatures * fit.m
+        ratios = warm_start.ratios_at_nonzeros(counts, fit.w * detection, gm)
+        return warm_start.half_deviance(counts.values(), ratios.values(), fit.w * detection, gm, total)
+
+    plain = poisson_nmf(x, signatures, detection, n_cells, n_iter=30)
+    relaxed = poisson_nmf(x, signatures, detection, n_cells, n_iter=30, relaxation=1.5)
+    assert deviance(relaxed) < deviance(plain)
+    assert deviance(relaxed) < deviance(poisson_nmf(x, signatures, detection, n_cells, n_iter=40))
+    unrelaxed = poisson_nmf(x, signatures, detection, n_cells, n_iter=30, relaxation=1.0)
+    assert torch.equal(unrelaxed.w, plain.w) and torch.equal(unrelaxed.m, plain.m)
+    with pytest.raises(ValueError, match="relaxation must be at least 1 and below 2, got 2.0"):
+        poisson_nmf(x, signatures, detection, n_cells, relaxation=2.0)
+
+
+def test_over_relaxed_poisson_nmf_falls_back_to_plain_updates_when_its_deviance_rises(monkeypatch, caplog):
+    from cell2location_nf.inference import warm_start
+
+    x, signatures, detection, n_cells = _nmf_problem()
+    readings = iter([5.0, 4.0, 4.5, 3.0, 2.0, 1.0])  # rises at the third reading, after 20 updates
+    monkeypatch.setattr(warm_start, "half_deviance", lambda *a: next(readings))
+    with caplog.at_level("INFO", logger=warm_start.__name__):
+        switched = poisson_nmf(x, signatures, detection, n_cells, n_iter=50, relaxation=1.5)
+    assert "the deviance rose by update 20; plain updates from there" in caplog.text
+    assert switched.iterations == 50
+    falling = iter([5.0, 4.0, 3.0, 2.0, 1.0])
+    monkeypatch.setattr(warm_start, "half_deviance", lambda *a: next(falling))
+    relaxed_throughout = poisson_nmf(x, signatures, detection, n_cells, n_iter=50, relaxation=1.5)
+    assert not torch.equal(switched.w, relaxed_throughout.w)
 
 def test_plateau_rule():
     schedule = Schedule(tol=1e-3, window=10, min_epochs=30)
@@ -223,6 +314,18 @@ def test_schedules_are_presets_that_explicit_options_override():
     assert settings_for_schedule("fast", warm_start=True).composition_share == 0.0  # the full NMF start sets w_sf
     with pytest.raises(ValueError, match="composition_start must be between 0 and 1, got 1.5"):
         settings_for_schedule("fast", composition_start=1.5)
+    # the warm start's NMF: 300 plain updates ("Shorter warm starts: measured, not adopted"), or as asked
+    minibatch = settings_for_schedule("fast", n_obs=20000, batch_size=5000)
+    assert (minibatch.warm_start_updates, minibatch.warm_start_relaxation, minibatch.warm_start_tol) == (300, 1.0, 0.0)
+    shorter = settings_for_schedule("fast", n_obs=20000, batch_size=5000, warm_start_updates=150,
+                                    warm_start_relaxation=1.5, warm_start_tol=1e-5)
+    assert (shorter.warm_start_updates, shorter.warm_start_relaxation, shorter.warm_start_tol) == (150, 1.5, 1e-5)
+    with pytest.raises(ValueError, match="warm_start_tol must be 0 or more, got -1"):
+        settings_for_schedule("fast", warm_start_tol=-1.0)
+    with pytest.raises(ValueError, match="warm_start_updates must be 1 or more, got 0"):
+        settings_for_schedule("fast", warm_start_updates=0)
+    with pytest.raises(ValueError, match="warm_start_relaxation must be at least 1 and below 2, got 2.5"):
+        settings_for_schedule("fast", warm_start_relaxation=2.5)
     assert upstream.scale_lr_factor == 1.0
     assert settings_for_schedule("fast", scale_lr_factor=1.0).scale_lr_factor == 1.0
     assert settings_for_schedule("fast", n_obs=20000, batch_size=500).scale_lr_factor == 1.0

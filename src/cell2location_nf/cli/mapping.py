@@ -63,6 +63,14 @@ def export_options(fn):
 @click.option("--n-groups", type=int, default=50, show_default=True)
 @click.option("--warm-start/--no-warm-start", default=None,
               help="Override the schedule: start abundances from Poisson NMF with fixed signatures, or not.")
+@click.option("--warm-start-updates", type=click.IntRange(min=1), default=None,
+              help="Most updates of the warm start's Poisson NMF (default 300).")
+@click.option("--warm-start-relaxation", type=click.FloatRange(1.0, 2.0, max_open=True), default=None,
+              help="Exponent of the warm start's update factors: above 1 over-relaxes them (default 1: plain "
+                   "multiplicative updates).")
+@click.option("--warm-start-tol", type=click.FloatRange(min=0.0), default=None,
+              help="Stop the warm start's Poisson NMF once its deviance falls by less than this fraction over 10 "
+                   "updates (default 0: never).")
 @click.option("--composition-start", type=click.FloatRange(0.0, 1.0), default=None,
               help="Override the schedule: share of each location's starting cell-type composition taken from "
                    "Poisson NMF with fixed signatures, the rest uniform; totals start at the prior mean "
@@ -89,14 +97,15 @@ def export_options(fn):
 @compile_cache_option
 def map_spatial_cmd(signatures, spatial, n_cells_per_location, per_type_expression, prefix, outdir,
                     use_quantiles, num_samples, schedule, max_epochs, batch_size, lr, clip_norm, detection_alpha,
-                    a_factors_per_location, b_groups_per_location, n_groups, warm_start, composition_start, lr_final,
-                    lr_warmup, tol, min_epochs, elbo, scale_lr_factor, compile_, device, seed, checkpoint_dir,
-                    checkpoint_every) -> None:
+                    a_factors_per_location, b_groups_per_location, n_groups, warm_start, warm_start_updates,
+                    warm_start_relaxation, warm_start_tol, composition_start, lr_final, lr_warmup, tol, min_epochs,
+                    elbo, scale_lr_factor, compile_, device, seed, checkpoint_dir, checkpoint_every) -> None:
     """Estimate absolute cell abundances of every cell type at every location, all samples jointly."""
     adata, table = load_inputs(signatures, spatial, n_cells_per_location)
     settings = settings_for_schedule(
         schedule, n_obs=adata.n_obs, max_epochs=max_epochs, lr=lr, lr_final=lr_final, lr_warmup=lr_warmup,
-        warm_start=warm_start, composition_start=composition_start,
+        warm_start=warm_start, warm_start_updates=warm_start_updates, warm_start_relaxation=warm_start_relaxation,
+        warm_start_tol=warm_start_tol, composition_start=composition_start,
         scale_lr_factor=scale_lr_factor, batch_size=batch_size or None, seed=seed, device=device,
         clip_norm=clip_norm, detection_alpha=detection_alpha,
         A_factors_per_location=a_factors_per_location, B_groups_per_location=b_groups_per_location,

@@ -74,6 +74,11 @@ SCHEDULES: dict[str, dict] = {
 # warm start: each location's parameters move only when its minibatch comes up (100 times in 100 epochs), too
 # few steps to travel from the prior mean (bench/RESULTS.md, scale)
 FAST_MINIBATCH: dict = {"max_epochs": 100, "warm_start": True}
+# the warm start's Poisson NMF: 300 plain updates. Fewer (a stop on its deviance) or over-relaxed ones saved a few
+# seconds in 20,000 bins and moved the mapping's metrics by up to 0.004, mostly down (bench/RESULTS.md, "Shorter
+# warm starts: measured, not adopted"); the composition start of 'fast' always makes 300 plain updates
+WARM_START_UPDATES = 300
+WARM_START_RELAXATION = 1.0
 # fourfold lower for every tenfold more minibatches per epoch: 0.04 at 4, 0.023 at 10, 0.01 at 40, which trained well
 MINIBATCH_LR_EXPONENT = math.log10(4)
 
@@ -118,6 +123,9 @@ class MappingSettings:
     n_groups: int = 50
     elbo: str = "fused"  # "fused": models/mapping_elbo.py (same objective, faster); "pyro": Trace_ELBO
     warm_start: bool = False  # start w_sf from Poisson NMF with fixed signatures instead of the prior mean
+    warm_start_updates: int = WARM_START_UPDATES  # that NMF's most updates
+    warm_start_relaxation: float = WARM_START_RELAXATION  # exponent of its updates' factors (1: plain updates)
+    warm_start_tol: float = 0.0  # stop it early once its deviance is flat to this (0: never)
     composition_start: float = 0.0  # share of w_sf's starting composition from Poisson NMF (totals at the prior mean)
     lr_final: float | None = None  # exponential learning-rate decay from lr to lr_final
     lr_warmup: int = 0  # epochs of linear learning-rate warm-up before the decay (see inference.svi.Schedule)
@@ -130,6 +138,12 @@ class MappingSettings:
     def __post_init__(self) -> None:
         if not 0.0 <= self.composition_start <= 1.0:
             raise ValueError(f"composition_start must be between 0 and 1, got {self.composition_start}")
+        if self.warm_start_tol < 0:
+            raise ValueError(f"warm_start_tol must be 0 or more, got {self.warm_start_tol}")
+        if self.warm_start_updates < 1:
+            raise ValueError(f"warm_start_updates must be 1 or more, got {self.warm_start_updates}")
+        if not 1.0 <= self.warm_start_relaxation < 2.0:
+            raise ValueError(f"warm_start_relaxation must be at least 1 and below 2, got {self.warm_start_relaxation}")
 
     @property
     def composition_share(self) -> float:
@@ -288,9 +302,12 @@ def build_model(adata: ad.AnnData, signatures: pd.DataFrame, settings: MappingSe
     )
 
 
-def warm_start_abundance(init: dict[str, torch.Tensor], x, model: MappingModel) -> None:
-    """Start w_sf and m_g from Poisson NMF with fixed signatures (n_s and z_sr set to match)."""
-    w, m = poisson_nmf(x, model.cell_state, init["detection_y_s"], model.n_cells)
+def warm_start_abundance(init: dict[str, torch.Tensor], x, model: MappingModel, updates: int = 300,
+                         relaxation: float = 1.0, tol: float = 0.0) -> None:
+    """Start w_sf and m_g from Poisson NMF with fixed signatures (n_s and z_sr set to match); the rest are the NMF's
+    settings (:func:`~..inference.warm_start.poisson_nmf`)."""
+    w, m, _ = poisson_nmf(x, model.cell_state, init["detection_y_s"], model.n_cells, n_iter=updates,
+                          relaxation=relaxation, tol=tol)
     init["w_sf"], init["m_g"] = w, m
     init["n_s_cells_per_location"] = w.sum(dim=1, keepdim=True).clamp_min(1e-2)
     init["z_sr_groups_factors"] = (init["n_s_cells_per_location"] / model.hyper.n_groups).expand_as(
@@ -306,7 +323,7 @@ def start_composition(init: dict[str, torch.Tensor], x, model: MappingModel, sha
     between cell types starts from the data; the totals, detection and gene scales are left to training (a
     full NMF start settles them at a joint fit whose absolute scale then drifts low: bench/RESULTS.md).
     """
-    w, _ = poisson_nmf(x, model.cell_state, init["detection_y_s"], model.n_cells)
+    w = poisson_nmf(x, model.cell_state, init["detection_y_s"], model.n_cells).w
     composition = w / w.sum(dim=1, keepdim=True)
     uniform = 1.0 / composition.shape[1]
     init["w_sf"] = init["n_s_cells_per_location"] * ((1.0 - share) * uniform + share * composition)
@@ -334,7 +351,8 @@ def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: Mapping
     batch_index = batch_codes(adata)
     init = model.initial_values(batch_index)
     if settings.warm_start:
-        warm_start_abundance(init, adata.X, model)
+        warm_start_abundance(init, adata.X, model, settings.warm_start_updates, settings.warm_start_relaxation,
+                             settings.warm_start_tol)
     if settings.composition_share > 0:
         start_composition(init, adata.X, model, settings.composition_share)
     guide = MeanFieldGuide(init, local_sites=LOCAL_SITES).to(device)
@@ -520,6 +538,9 @@ def mapping_summary(trained: TrainedMapping, qc: ad.AnnData, observed: np.ndarra
         "schedule": trained.settings.schedule, "lr": trained.settings.lr, "lr_final": trained.settings.lr_final,
         "lr_warmup": trained.settings.lr_warmup, "scale_lr_factor": trained.settings.scale_lr_factor,
         "warm_start": trained.settings.warm_start,
+        **({"warm_start_updates": trained.settings.warm_start_updates,
+            "warm_start_relaxation": trained.settings.warm_start_relaxation,
+            "warm_start_tol": trained.settings.warm_start_tol} if trained.settings.warm_start else {}),
         "composition_start": trained.settings.composition_share,
         "batch_size": trained.settings.batch_size,
         "final_elbo": trained.history.elbo_train[-1], "runtime_s": round(trained.history.seconds, 2),
