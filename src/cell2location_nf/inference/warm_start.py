@@ -12,8 +12,8 @@ counts (a sampled matrix product for the means at the non-zeros, a sparse-dense 
 its cost grows with the non-zeros × cell types, which keeps it cheap on sparse Visium HD bins.
 
 Those updates converge slowly (by a nearly constant factor per update). ``relaxation`` above 1 multiplies w by
-each update's factor raised to that power (1.5 reached the deviance of 300 plain updates in about 130 on a synthetic
-Visium HD slide; 2 oscillates), and ``tol`` stops the updates once the Poisson deviance fell by less than that
+each update's factor raised to that power (with 1.5, 130 updates ended below the deviance of 300 plain ones on a
+synthetic Visium HD slide), and ``tol`` stops the updates once the Poisson deviance fell by less than that
 fraction over ``CHECK_EVERY`` updates. The deviance is read from the ratios that the update computes anyway (one
 logarithm at the non-zeros); should it rise under relaxation, the remaining updates are plain ones. The mapping
 keeps 300 plain updates: the shorter fits moved its metrics without a clear gain (bench/RESULTS.md, "Shorter warm
