@@ -34,7 +34,7 @@ from ..preprocessing.counts import canonical_csr
 
 log = logging.getLogger(__name__)
 
-CHECK_EVERY = 10  # updates between two readings of the deviance for ``tol``
+CHECK_EVERY = 10  # updates between two readings of the deviance (for ``tol``, and under ``relaxation``)
 DEVIANCE_SLICE = 1 << 22  # non-zeros per slice of the deviance's float64 sum (32 MiB of temporaries each)
 
 
