@@ -75,8 +75,9 @@ SCHEDULES: dict[str, dict] = {
 # few steps to travel from the prior mean (bench/RESULTS.md, scale)
 FAST_MINIBATCH: dict = {"max_epochs": 100, "warm_start": True}
 # the warm start's Poisson NMF: 300 plain updates. Fewer (a stop on its deviance) or over-relaxed ones saved a few
-# seconds in 20,000 bins and moved the mapping's metrics by up to 0.004, mostly down (bench/RESULTS.md, "Shorter
-# warm starts: measured, not adopted"); the composition start of 'fast' always makes 300 plain updates
+# seconds in 20,000 bins and moved the mapping's metrics, mostly down (JSD up to 0.010 higher, the absolute scale
+# up to 0.05 further from 1: bench/RESULTS.md, "Shorter warm starts: measured, not adopted"); the composition
+# start of 'fast' always makes 300 plain updates
 WARM_START_UPDATES = 300
 WARM_START_RELAXATION = 1.0
 # fourfold lower for every tenfold more minibatches per epoch: 0.04 at 4, 0.023 at 10, 0.01 at 40, which trained well
