@@ -73,11 +73,8 @@ def main() -> None:
     print(f"{args.dataset}: {n_bins} bins, {x.nnz} non-zeros, {signatures.shape[0]} types, {args.threads} threads")
     updates = getattr(fit, "iterations", args.iterations)  # versions before commit cff0a6d made every update
     print(f"{updates} iterations: {seconds:.1f} s ({1000 * seconds / updates:.0f} ms each)")
-    if hasattr(warm_start, "half_deviance"):  # versions from commit cff0a6d on
-        counts = warm_start._csr_tensor(warm_start.canonical_csr(x), torch.device("cpu"))
-        gm = signatures * fit.m
-        ratios = warm_start.ratios_at_nonzeros(counts, fit.w * detection, gm)
-        deviance = warm_start.half_deviance(counts.values(), ratios.values(), fit.w * detection, gm, float(x.sum()))
+    if hasattr(warm_start, "fit_deviance"):  # versions with the warm start's deviance
+        deviance = warm_start.fit_deviance(x, signatures, detection, fit)
         print(f"{updates} updates (relaxation {args.relaxation:g}, tol {args.tol:g}): "
               f"half deviance {deviance:.7e}")
     print(f"resident memory: {before / mib:.0f} MiB before the call, peak {peak[0] / mib:.0f} MiB "

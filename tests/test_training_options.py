@@ -96,7 +96,6 @@ def test_poisson_nmf_in_place_with_int32_indices_equals_the_allocating_int64_for
     assert torch.equal(w32, w64) and torch.equal(m32, m64)
 
 
-
 def _nmf_problem(seed: int = 3):
     rng = np.random.default_rng(seed)
     signatures = torch.as_tensor(rng.gamma(0.5, 1.0, size=(5, 160)), dtype=torch.float32)
@@ -111,16 +110,12 @@ def test_half_deviance_from_the_ratios_at_the_non_zeros_equals_the_dense_formula
     from cell2location_nf.inference import warm_start
 
     x, signatures, detection, n_cells = _nmf_problem()
-    w, m, _ = poisson_nmf(x, signatures, detection, n_cells, n_iter=7)
-    gm = signatures * m
-    mean = ((w * detection) @ gm).double().numpy() + 1e-8
+    fit = poisson_nmf(x, signatures, detection, n_cells, n_iter=7)
+    mean = ((fit.w * detection) @ (signatures * fit.m)).double().numpy() + 1e-8
     dense = x.toarray().astype(np.float64)
     positive = dense > 0
     expected = (dense[positive] * np.log(dense[positive] / mean[positive])).sum() - dense.sum() + mean.sum()
-    counts = warm_start._csr_tensor(warm_start.canonical_csr(x), torch.device("cpu"))
-    ratios = warm_start.ratios_at_nonzeros(counts, w * detection, gm)
-    got = warm_start.half_deviance(counts.values(), ratios.values(), w * detection, gm, float(dense.sum()))
-    assert got == pytest.approx(expected, rel=1e-6)
+    assert warm_start.fit_deviance(x, signatures, detection, fit) == pytest.approx(expected, rel=1e-6)
 
 
 def test_poisson_nmf_stops_once_its_deviance_is_flat(monkeypatch, caplog):
@@ -154,13 +149,9 @@ def test_over_relaxed_poisson_nmf_reaches_a_lower_deviance_in_as_many_updates():
     from cell2location_nf.inference import warm_start
 
     x, signatures, detection, n_cells = _nmf_problem()
-    counts = warm_start._csr_tensor(warm_start.canonical_csr(x), torch.device("cpu"))
-    total = float(x.sum())
 
     def deviance(fit):
-        gm = signatures * fit.m
-        ratios = warm_start.ratios_at_nonzeros(counts, fit.w * detection, gm)
-        return warm_start.half_deviance(counts.values(), ratios.values(), fit.w * detection, gm, total)
+        return warm_start.fit_deviance(x, signatures, detection, fit)
 
     plain = poisson_nmf(x, signatures, detection, n_cells, n_iter=30)
     relaxed = poisson_nmf(x, signatures, detection, n_cells, n_iter=30, relaxation=1.5)
@@ -186,6 +177,7 @@ def test_over_relaxed_poisson_nmf_falls_back_to_plain_updates_when_its_deviance_
     monkeypatch.setattr(warm_start, "half_deviance", lambda *a: next(falling))
     relaxed_throughout = poisson_nmf(x, signatures, detection, n_cells, n_iter=50, relaxation=1.5)
     assert not torch.equal(switched.w, relaxed_throughout.w)
+
 
 def test_plateau_rule():
     schedule = Schedule(tol=1e-3, window=10, min_epochs=30)

@@ -113,9 +113,10 @@ def poisson_nmf(x: sp.spmatrix | np.ndarray, signatures: torch.Tensor, detection
         iteration = 0
         while iteration < n_iter:
             gm = signatures * m
-            ratio = ratios_at_nonzeros(counts, w * detection, gm, buffer)
+            weights = w * detection
+            ratio = ratios_at_nonzeros(counts, weights, gm, buffer)
             if (tol > 0 or relaxation != 1.0) and iteration % CHECK_EVERY == 0:
-                deviance = half_deviance(counts.values(), ratio.values(), w * detection, gm, total_counts)
+                deviance = half_deviance(counts.values(), ratio.values(), weights, gm, total_counts)
                 if last_deviance is not None and relaxation != 1.0 and deviance > last_deviance:
                     log.info("Poisson NMF: the deviance rose by update %d; plain updates from there", iteration)
                     relaxation = 1.0
@@ -148,3 +149,16 @@ def half_deviance(observed: torch.Tensor, ratios: torch.Tensor, weights: torch.T
         part = slice(start, start + DEVIANCE_SLICE)
         at_nonzeros += float(torch.dot(observed[part].double(), ratios[part].double().log()))
     return at_nonzeros - total + float(weights.sum(dim=0).double() @ gm.sum(dim=1).double())
+
+
+def fit_deviance(x: sp.spmatrix | np.ndarray, signatures: torch.Tensor, detection: torch.Tensor,
+                 fit: PoissonNmfFit) -> float:
+    """Half the Poisson deviance of a :func:`poisson_nmf` fit to the counts x (to compare fits: bench, tests)."""
+    x = canonical_csr(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        counts = _csr_tensor(x, signatures.device)
+        gm = signatures * fit.m
+        weights = fit.w * detection
+        ratios = ratios_at_nonzeros(counts, weights, gm)
+        return half_deviance(counts.values(), ratios.values(), weights, gm, float(x.sum(dtype=np.float64)))

@@ -303,8 +303,8 @@ def build_model(adata: ad.AnnData, signatures: pd.DataFrame, settings: MappingSe
     )
 
 
-def warm_start_abundance(init: dict[str, torch.Tensor], x, model: MappingModel, updates: int = 300,
-                         relaxation: float = 1.0, tol: float = 0.0) -> None:
+def warm_start_abundance(init: dict[str, torch.Tensor], x, model: MappingModel, updates: int, relaxation: float,
+                         tol: float) -> None:
     """Start w_sf and m_g from Poisson NMF with fixed signatures (n_s and z_sr set to match); the rest are the NMF's
     settings (:func:`~..inference.warm_start.poisson_nmf`)."""
     w, m, _ = poisson_nmf(x, model.cell_state, init["detection_y_s"], model.n_cells, n_iter=updates,
