@@ -7,7 +7,7 @@ Data: cell2location_nf.simulate.hd_scale (generated chunk by chunk; true expecte
 Each run maps with ``--batch-size`` locations per step, analytic quantiles (``--use-quantiles``) and the
 per-type expression export, and reports wall time (training plus export), peak RSS of the process tree and
 accuracy against the true cells per bin. Runs at several batch sizes and data sizes show what the memory
-grows with. The per-type expression file (9 GB for 200,000 bins) is deleted once its size is recorded, unless
+grows with. The per-type expression file (4.7 GB for 200,000 bins) is deleted once its size is recorded, unless
 ``--keep-expression``: a few runs' copies filled the disk of a machine that also runs CI.
 """
 
