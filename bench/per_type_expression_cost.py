@@ -14,36 +14,31 @@ layer by layer and prints the largest difference of the values and whether the s
 
 from __future__ import annotations
 
-import argparse
-import resource
-import threading
+import sys
 import time
 from pathlib import Path
 
-import anndata as ad
 import h5py
 import numpy as np
 import pandas as pd
-import psutil
 
 import cell2location_nf
 from cell2location_nf.export import per_type_expression
 
-HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from slide_cost import ResidentMemory, read_slide, slide_parser  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", type=Path, default=HERE / "work")
-    parser.add_argument("--dataset", default="hd_200000x5000x30")
+    parser = slide_parser(__doc__)
     parser.add_argument("--out", type=Path, default=Path("/tmp/per_type_expression_cost.h5ad"))
     parser.add_argument("--keep", action="store_true", help="Keep the written file (deleted by default).")
     parser.add_argument("--compare", type=Path, help="Another version's file to compare layer by layer.")
     args = parser.parse_args()
 
     data = args.workdir / args.dataset
-    slide = ad.read_h5ad(data / "hd.h5ad")
-    slide = slide[np.asarray(slide.X.sum(axis=1)).ravel() > 0].copy()
+    slide = read_slide(args)
+    counts = slide.X
     signatures = pd.read_csv(data / "signatures.csv", index_col=0).loc[slide.var_names]
     n_bins, n_types = slide.n_obs, signatures.shape[1]
     rng = np.random.default_rng(0)
@@ -52,36 +47,22 @@ def main() -> None:
     s_eg = np.full((1, slide.n_vars), 0.01, np.float32)
     batch_codes = np.zeros(n_bins, np.int64)
     obs = pd.DataFrame({"barcode": slide.obs_names.to_numpy(), "sample": "hd"}, index=slide.obs_names)
-    inputs = (slide.X, w_sf, signatures.to_numpy().T, m_g, s_eg, batch_codes)  # float64, as the mapping
+    inputs = (counts, w_sf, signatures.to_numpy().T, m_g, s_eg, batch_codes)  # float64, as the mapping
 
     start = time.perf_counter()
     for _ in per_type_expression.allocation_chunks(*inputs):
         pass
     allocation_s = time.perf_counter() - start
 
-    process = psutil.Process()
-    before = process.memory_info().rss
-    peak, done = [before], threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.05):
-            peak[0] = max(peak[0], process.memory_info().rss)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    start = time.perf_counter()
-    per_type_expression.write_per_type_expression(args.out, *inputs, obs, slide.var[[]], list(signatures.columns))
-    seconds = time.perf_counter() - start
-    done.set()
-    sampler.join()
-    high_water = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    mib = 2**20
+    with ResidentMemory() as memory:
+        start = time.perf_counter()
+        per_type_expression.write_per_type_expression(args.out, *inputs, obs, slide.var[[]], list(signatures.columns))
+        seconds = time.perf_counter() - start
     print(f"code: {Path(cell2location_nf.__file__).parent}")
-    print(f"{args.dataset}: {n_bins} bins, {slide.X.nnz} non-zeros, {n_types} types")
+    print(f"{args.dataset}: {n_bins} bins, {counts.nnz} non-zeros, {n_types} types")
     print(f"allocation alone: {allocation_s:.1f} s; export: {seconds:.1f} s; "
           f"file {args.out.stat().st_size / 1e9:.2f} GB")
-    print(f"resident memory: {before / mib:.0f} MiB before the export, peak {peak[0] / mib:.0f} MiB "
-          f"(sampled), high-water mark {high_water / mib:.0f} MiB")
+    print(memory.report("the export"))
     if args.compare:  # layer by layer, so that two 200,000-bin files need not fit in memory at once
         largest, same_pattern = 0.0, True
         with h5py.File(args.out, "r") as mine, h5py.File(args.compare, "r") as other:

@@ -13,29 +13,24 @@ and the updates made with the half Poisson deviance they end at (``--relaxation`
 
 from __future__ import annotations
 
-import argparse
-import resource
-import threading
+import sys
 import time
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 import pandas as pd
-import psutil
 import torch
 
 import cell2location_nf
 from cell2location_nf.inference import warm_start
 from cell2location_nf.inference.warm_start import poisson_nmf
 
-HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from slide_cost import ResidentMemory, read_slide, slide_parser  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", type=Path, default=HERE / "work")
-    parser.add_argument("--dataset", default="hd_200000x5000x30")
+    parser = slide_parser(__doc__)
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--relaxation", type=float, default=1.0)
@@ -44,31 +39,16 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     data = args.workdir / args.dataset
-    slide = ad.read_h5ad(data / "hd.h5ad")
-    x = slide.X[np.asarray(slide.X.sum(axis=1)).ravel() > 0]
-    del slide
+    x = read_slide(args).X
     signatures = torch.as_tensor(pd.read_csv(data / "signatures.csv", index_col=0).to_numpy(np.float32).T)
     n_bins = x.shape[0]
     detection, n_cells = torch.ones(n_bins, 1), torch.full((n_bins, 1), 1.5)
 
-    process = psutil.Process()
-    before = process.memory_info().rss
-    peak, done = [before], threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.05):
-            peak[0] = max(peak[0], process.memory_info().rss)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    start = time.perf_counter()
     extra = {"relaxation": args.relaxation, "tol": args.tol} if args.relaxation != 1.0 or args.tol else {}
-    fit = poisson_nmf(x, signatures, detection, n_cells, n_iter=args.iterations, **extra)
-    seconds = time.perf_counter() - start
-    done.set()
-    sampler.join()
-    high_water = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    mib = 2**20
+    with ResidentMemory() as memory:
+        start = time.perf_counter()
+        fit = poisson_nmf(x, signatures, detection, n_cells, n_iter=args.iterations, **extra)
+        seconds = time.perf_counter() - start
     print(f"code: {Path(cell2location_nf.__file__).parent}")
     print(f"{args.dataset}: {n_bins} bins, {x.nnz} non-zeros, {signatures.shape[0]} types, {args.threads} threads")
     updates = getattr(fit, "iterations", args.iterations)  # versions before commit cff0a6d made every update
@@ -77,8 +57,7 @@ def main() -> None:
         deviance = warm_start.fit_deviance(x, signatures, detection, fit)
         print(f"{updates} updates (relaxation {args.relaxation:g}, tol {args.tol:g}): "
               f"half deviance {deviance:.7e}")
-    print(f"resident memory: {before / mib:.0f} MiB before the call, peak {peak[0] / mib:.0f} MiB "
-          f"(+{(peak[0] - before) / mib:.0f}); kernel high-water mark {high_water / mib:.0f} MiB")
+    print(memory.report("the call"))
 
 
 if __name__ == "__main__":
