@@ -34,6 +34,7 @@ from ..preprocessing.counts import canonical_csr
 
 log = logging.getLogger(__name__)
 
+UPDATES = 300  # updates made by default: the mapping's warm start and the composition start of 'fast'
 CHECK_EVERY = 10  # updates between two readings of the deviance (for ``tol``, and under ``relaxation``)
 DEVIANCE_SLICE = 1 << 22  # non-zeros per slice of the deviance's float64 sum (32 MiB of temporaries each)
 
@@ -80,8 +81,14 @@ def ratios_at_nonzeros(counts: torch.Tensor, weights: torch.Tensor, gm: torch.Te
     return buffer
 
 
+def check_relaxation(relaxation: float, name: str = "relaxation") -> None:
+    """Over-relaxed updates are defined for exponents in [1, 2) (``name``: the setting's name in the message)."""
+    if not 1.0 <= relaxation < 2.0:
+        raise ValueError(f"{name} must be at least 1 and below 2, got {relaxation}")
+
+
 def poisson_nmf(x: sp.spmatrix | np.ndarray, signatures: torch.Tensor, detection: torch.Tensor, n_cells: torch.Tensor,
-                n_iter: int = 300, floor: float = 1e-3, in_place: bool | None = None,
+                n_iter: int = UPDATES, floor: float = 1e-3, in_place: bool | None = None,
                 relaxation: float = 1.0, tol: float = 0.0) -> PoissonNmfFit:
     """Abundances w (S x F) and gene scales m (1 x G) after at most ``n_iter`` updates; x are the counts, the rest
     tensors on one device.
@@ -91,8 +98,7 @@ def poisson_nmf(x: sp.spmatrix | np.ndarray, signatures: torch.Tensor, detection
     ``relaxation``: the exponent of each update's factor (1: plain Lee & Seung updates, the same as without it).
     ``tol``: stop early once the deviance fell by less than this fraction over ``CHECK_EVERY`` updates (0: never).
     """
-    if not 1.0 <= relaxation < 2.0:
-        raise ValueError(f"relaxation must be at least 1 and below 2, got {relaxation}")
+    check_relaxation(relaxation)
     device = signatures.device
     x = canonical_csr(x)
     with warnings.catch_warnings():  # torch flags sparse CSR support as beta on every construction

@@ -34,7 +34,7 @@ from ..inference.checkpoint import Checkpoint
 from ..inference.compile import DYNAMIC, log_compile_cache_use, prepare_compile
 from ..inference.device import resolve_device
 from ..inference.svi import Schedule, TrainingHistory, run_svi, seed_everything
-from ..inference.warm_start import poisson_nmf
+from ..inference.warm_start import UPDATES, check_relaxation, poisson_nmf
 from ..io.model_store import load_model, save_model
 from ..io.write import atomic_write, write_h5ad
 from ..models.guide import MeanFieldGuide
@@ -74,12 +74,6 @@ SCHEDULES: dict[str, dict] = {
 # warm start: each location's parameters move only when its minibatch comes up (100 times in 100 epochs), too
 # few steps to travel from the prior mean (bench/RESULTS.md, scale)
 FAST_MINIBATCH: dict = {"max_epochs": 100, "warm_start": True}
-# the warm start's Poisson NMF: 300 plain updates. Fewer (a stop on its deviance) or over-relaxed ones saved a few
-# seconds in 20,000 bins and moved the mapping's metrics, mostly down (JSD up to 0.010 higher, the absolute scale
-# up to 0.05 further from 1: bench/RESULTS.md, "Shorter warm starts: measured, not adopted"); the composition
-# start of 'fast' always makes 300 plain updates
-WARM_START_UPDATES = 300
-WARM_START_RELAXATION = 1.0
 # fourfold lower for every tenfold more minibatches per epoch: 0.04 at 4, 0.023 at 10, 0.01 at 40, which trained well
 MINIBATCH_LR_EXPONENT = math.log10(4)
 
@@ -124,8 +118,12 @@ class MappingSettings:
     n_groups: int = 50
     elbo: str = "fused"  # "fused": models/mapping_elbo.py (same objective, faster); "pyro": Trace_ELBO
     warm_start: bool = False  # start w_sf from Poisson NMF with fixed signatures instead of the prior mean
-    warm_start_updates: int = WARM_START_UPDATES  # that NMF's most updates
-    warm_start_relaxation: float = WARM_START_RELAXATION  # exponent of its updates' factors (1: plain updates)
+    # that NMF: UPDATES (300) plain updates by default. Fewer (a stop on its deviance) or over-relaxed ones saved a few
+    # seconds in 20,000 bins and moved the mapping's metrics, mostly down (JSD up to 0.010 higher, the absolute scale
+    # up to 0.05 further from 1: bench/RESULTS.md, "Shorter warm starts: measured, not adopted"); the composition
+    # start of 'fast' always makes UPDATES plain updates
+    warm_start_updates: int = UPDATES  # that NMF's most updates
+    warm_start_relaxation: float = 1.0  # exponent of its updates' factors (1: plain updates)
     warm_start_tol: float = 0.0  # stop it early once its deviance is flat to this (0: never)
     composition_start: float = 0.0  # share of w_sf's starting composition from Poisson NMF (totals at the prior mean)
     lr_final: float | None = None  # exponential learning-rate decay from lr to lr_final
@@ -143,8 +141,7 @@ class MappingSettings:
             raise ValueError(f"warm_start_tol must be 0 or more, got {self.warm_start_tol}")
         if self.warm_start_updates < 1:
             raise ValueError(f"warm_start_updates must be 1 or more, got {self.warm_start_updates}")
-        if not 1.0 <= self.warm_start_relaxation < 2.0:
-            raise ValueError(f"warm_start_relaxation must be at least 1 and below 2, got {self.warm_start_relaxation}")
+        check_relaxation(self.warm_start_relaxation, "warm_start_relaxation")
 
     @property
     def composition_share(self) -> float:
