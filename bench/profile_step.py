@@ -4,13 +4,16 @@
     .venv/bin/python bench/profile_step.py --dataset 2000x3000x20 --threads 2
     .venv/bin/python bench/profile_step.py --dataset 4000x10000x34 --device cuda
     .venv/bin/python bench/profile_step.py --only compiled read-every-step --rounds 4 --steps 300
+    .venv/bin/python bench/profile_step.py --only compiled gather-rows --rounds 4 --steps 300
 
 Implementations: pyro's Trace_ELBO over our model and guide (the path upstream takes), the fused −ELBO
 with its likelihood pass run eagerly, and the same pass compiled with torch.compile. Each reads the step
 losses back every 50 steps, as training does; the last row reads the loss after every step, as training
-did before 2026-12-04 (on a GPU that makes the host wait for each step). The dataset folder is one made by
+did before 2026-12-04 (on a GPU that makes the host wait for each step); ``gather-rows`` passes every
+location's index, as full-batch steps did before 2026-12-06, so the local parameters are gathered and their
+gradients scattered back (the same values; the full batch now takes them whole). The dataset folder is one made by
 run_benchmark.py (its signatures and samples). ``--only`` picks rows by key (pyro, eager, compiled,
-read-every-step); ``--rounds`` times them in turn that many times.
+read-every-step, gather-rows); ``--rounds`` times them in turn that many times.
 """
 
 from __future__ import annotations
@@ -83,7 +86,8 @@ def full_batch_step_inputs(data: Path, device: torch.device):
     return trained, next(iter(loader(0)))
 
 
-VARIANT_KEYS = ("pyro", "eager", "compiled", "read-every-step")  # the rows, in order, as --only names them
+# the rows, in order, as --only names them
+VARIANT_KEYS = ("pyro", "eager", "compiled", "read-every-step", "gather-rows")
 
 
 def main() -> None:
@@ -103,18 +107,21 @@ def main() -> None:
     trained, step_args = full_batch_step_inputs(args.workdir / args.dataset, device)
     adata, signatures = trained.adata, trained.signatures
     compiled = partial(negative_elbo, use_compile=True)
-    rows = {"pyro": ("pyro Trace_ELBO", LOSSES["pyro"], READ_LOSSES_EVERY),
-            "eager": ("fused, eager", negative_elbo, READ_LOSSES_EVERY),
-            "compiled": ("fused, compiled", compiled, READ_LOSSES_EVERY),
-            "read-every-step": ("fused, compiled, loss read after every step", compiled, 1)}
-    variants = {name: (loss_fn, read_every) for key, (name, loss_fn, read_every) in rows.items()
+    every_index = (*step_args[:-1], torch.arange(adata.n_obs, device=device))
+    rows = {"pyro": ("pyro Trace_ELBO", LOSSES["pyro"], READ_LOSSES_EVERY, step_args),
+            "eager": ("fused, eager", negative_elbo, READ_LOSSES_EVERY, step_args),
+            "compiled": ("fused, compiled", compiled, READ_LOSSES_EVERY, step_args),
+            "read-every-step": ("fused, compiled, loss read after every step", compiled, 1, step_args),
+            "gather-rows": ("fused, compiled, every location gathered by index", compiled, READ_LOSSES_EVERY,
+                            every_index)}
+    variants = {name: (loss_fn, read_every, inputs) for key, (name, loss_fn, read_every, inputs) in rows.items()
                 if not args.only or key in args.only}
     print(f"{args.dataset}: {adata.n_obs} locations x {adata.n_vars} genes x {signatures.shape[1]} types, "
           f"{args.threads} thread(s), device {device}, mean of {args.steps} steps, {args.rounds} round(s) in turn\n")
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.rounds):
-        for name, (loss_fn, read_every) in variants.items():
-            times[name].append(time_steps(loss_fn, trained, step_args, args.steps, read_every))
+        for name, (loss_fn, read_every, inputs) in variants.items():
+            times[name].append(time_steps(loss_fn, trained, inputs, args.steps, read_every))
     print("| implementation | ms per step (rounds) | mean | relative to the first row |\n|---|---|---|---|")
     reference = None
     for name, values in times.items():

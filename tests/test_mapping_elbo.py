@@ -157,6 +157,42 @@ def test_compiled_negative_elbo_equals_eager():
                           value_rtol=1e-5, grad_rtol=1e-3, grad_atol=1e-3)
 
 
+@pytest.mark.parametrize("use_compile", [False, True])
+def test_full_batch_without_an_index_equals_every_location_gathered(use_compile):
+    """idx None (the full batch, taken whole) gives the value and gradients of gathering every location by index,
+    bit for bit, and draws the same noise from the same seed (so training follows the same path)."""
+    model, guide, x, batch = _problem(seed=6)
+    counts = CountBatch(x, batch, 2)
+    results = []
+    for idx in (torch.arange(x.shape[0]), None):
+        torch.manual_seed(2)
+        loss = negative_elbo(model, guide, counts, batch, idx, use_compile=use_compile)
+        guide.zero_grad()
+        loss.backward()
+        results.append((loss.detach(), {k: p.grad.clone() for k, p in guide.named_parameters()}))
+    (gathered, gathered_grads), (whole, whole_grads) = results
+    assert torch.equal(whole, gathered)
+    for name, grad in gathered_grads.items():
+        assert torch.equal(whole_grads[name], grad), name
+
+
+def test_full_batch_loader_yields_no_index_and_pyro_takes_it_as_every_location():
+    """The full batch's step has no index; pyro's objective (which subsamples by index) reads it as every location."""
+    from cell2location_nf.stages.mapping import _LocationBatches, _pyro_loss
+
+    model, guide, x, batch = _problem(seed=8)
+    loader = _LocationBatches(sp.csr_matrix(x.numpy()), batch.numpy(), 2, None, torch.device("cpu"), seed=0)
+    steps = list(loader(0))
+    assert len(steps) == 1
+    counts, batch_index, idx = steps[0]
+    assert idx is None and torch.equal(counts.x, x) and torch.equal(batch_index, batch)
+    losses = []
+    for rows in (None, torch.arange(x.shape[0])):
+        pyro.set_rng_seed(4)
+        losses.append(_pyro_loss(model, guide, counts, batch_index, rows))
+    assert torch.equal(losses[0], losses[1])
+
+
 def test_minibatch_counts_from_csr_rows_equal_a_scan_of_the_dense_rows():
     """A minibatch's non-zeros come from its CSR rows (no dense scan): every field of the batch is the same, bit
     for bit (Σ log x!, summed from per-location float64 values, to float32 rounding), also when the slide's CSR has

@@ -41,11 +41,12 @@ def ambient_and_overdispersion_logp(z: dict, lz: dict, one: torch.Tensor, gene_a
 
 def lognormal_draws(locs: dict, raw_scales: dict, noise: dict, idx: torch.Tensor | None = None,
                     local_sites: tuple[str, ...] = ()) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Reparameterised draws {site: (z, log z, −Σ log q(z))}; ``local_sites`` take rows ``idx`` only."""
+    """Reparameterised draws {site: (z, log z, −Σ log q(z))}; ``local_sites`` take rows ``idx`` only (None: all rows,
+    in order, with no gather: its backward would scatter the gradients back through a deterministic index_put)."""
     out = {}
     for name, eps in noise.items():
         loc, raw = locs[name], raw_scales[name]
-        if name in local_sites:
+        if name in local_sites and idx is not None:
             loc, raw = loc[idx], raw[idx]
         scale = softplus(raw)
         log_z = loc + scale * eps

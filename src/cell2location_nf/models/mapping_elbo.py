@@ -19,23 +19,25 @@ from .mapping import LOCAL_SITES, MappingHyperparameters, MappingModel
 from .nb_likelihood import CountBatch, neg_binomial_log_lik
 
 
-def draw(guide: MeanFieldGuide, idx: torch.Tensor, noise: dict[str, torch.Tensor] | None = None):
-    """Reparameterised draws: {site: (z, log z, −log q(z) summed)}; local sites for rows ``idx`` only."""
+def draw(guide: MeanFieldGuide, idx: torch.Tensor | None, noise: dict[str, torch.Tensor] | None = None):
+    """Reparameterised draws: {site: (z, log z, −log q(z) summed)}; local sites for rows ``idx`` only (None: all)."""
     noise = noise if noise is not None else draw_noise(guide, idx)
     return _draws(dict(guide.locs), dict(guide.raw_scales), noise, idx)
 
 
-def draw_noise(guide: MeanFieldGuide, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Standard normal noise for every site (local sites: rows ``idx``), in site order (one random stream)."""
-    return {name: torch.randn_like(guide.locs[name][idx] if name in LOCAL_SITES else guide.locs[name])
+def draw_noise(guide: MeanFieldGuide, idx: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Standard normal noise for every site (local sites: rows ``idx``, or all for None), in site order (one random
+    stream)."""
+    return {name: torch.randn_like(guide.locs[name][idx] if name in LOCAL_SITES and idx is not None
+                                   else guide.locs[name])
             for name in guide.site_names}
 
 
-def _draws(locs: dict, raw_scales: dict, noise: dict, idx: torch.Tensor):
+def _draws(locs: dict, raw_scales: dict, noise: dict, idx: torch.Tensor | None):
     return lognormal_draws(locs, raw_scales, noise, idx, LOCAL_SITES)
 
 
-def site_terms(locs: dict, raw_scales: dict, noise: dict, idx: torch.Tensor, batch_index: torch.Tensor,
+def site_terms(locs: dict, raw_scales: dict, noise: dict, idx: torch.Tensor | None, batch_index: torch.Tensor,
                n_cells: torch.Tensor, detection_alpha: torch.Tensor, one: torch.Tensor,
                hyper: MappingHyperparameters, detection_mean: float, n_factors: int):
     """Draws, and log prior + entropy of every site: (draws, global sum, location-plated sum for rows idx)."""
@@ -79,15 +81,18 @@ _site_terms = CompiledOrEager(site_terms, "the prior terms")
 
 
 def negative_elbo(model: MappingModel, guide: MeanFieldGuide, counts: CountBatch, batch_index: torch.Tensor,
-                  idx: torch.Tensor, noise: dict[str, torch.Tensor] | None = None,
+                  idx: torch.Tensor | None, noise: dict[str, torch.Tensor] | None = None,
                   use_compile: bool | str = False) -> torch.Tensor:
-    """−ELBO estimate (scaled to all locations) for one minibatch.
+    """−ELBO estimate (scaled to all locations) for one minibatch: the rows ``idx`` of the locations, or all of them
+    in order for None (a full-batch step: the same values and gradients, bit for bit, without gathering the local
+    parameters and scattering their gradients back: bench/RESULTS.md, "The full batch taken whole").
 
     ``use_compile``: fuse the prior/entropy terms and the likelihood pass with torch.compile (same values);
     ``inference.compile.DYNAMIC`` compiles them once for every minibatch size (see ``CompiledOrEager``).
     """
     noise = noise if noise is not None else draw_noise(guide, idx)
-    args = (dict(guide.locs), dict(guide.raw_scales), noise, idx, batch_index, model.n_cells[idx],
+    n_cells = model.n_cells if idx is None else model.n_cells[idx]
+    args = (dict(guide.locs), dict(guide.raw_scales), noise, idx, batch_index, n_cells,
             model.detection_alpha, model._one, model.hyper, model.detection_mean, model.n_factors)
     z, global_terms, local_terms = _site_terms(use_compile, *args)
     # likelihood: NB(x | μ, α), one autograd node (models/nb_likelihood.py)

@@ -225,6 +225,9 @@ class DenseRows:
 class _LocationBatches:
     """All locations per step (full batch) or shuffled minibatches; yields (counts, batch index, idx).
 
+    ``idx`` holds a minibatch's locations; it is None for the full batch (every location, in order), which the
+    objective then takes whole instead of gathering rows (``negative_elbo``).
+
     An epoch's minibatches are as many as ``batch_size`` asks for and of equal size (within one location), not
     full ones and a short remainder: inductor's C++ reductions over more than 4,096 locations take another form,
     so a last minibatch of 1,765 bins (200,000-bin slide, 5,000 per step) compiled the objective again
@@ -244,9 +247,10 @@ class _LocationBatches:
         self.n_batches = n_batches
         self._dense_rows = DenseRows()
         self.row_log_factorial = torch.as_tensor(row_log_factorials(self.x), device=device)
-        self._full_step = self._step(np.arange(self.n_obs)) if self.full else None
+        self._full_step = self._step(np.arange(self.n_obs), every_location=True) if self.full else None
 
-    def _step(self, idx: np.ndarray) -> tuple[CountBatch, torch.Tensor, torch.Tensor]:
+    def _step(self, idx: np.ndarray, every_location: bool = False) -> tuple[CountBatch, torch.Tensor,
+                                                                             torch.Tensor | None]:
         rows = torch.as_tensor(idx, device=self.device)
         batch_index = self.batch_index[rows]
         cut = self.x[idx]
@@ -255,7 +259,7 @@ class _LocationBatches:
                          for a in (in_rows, cut.indices.astype(np.int64), cut.data))
         counts = CountBatch(self._dense_rows(cut.shape, *nonzeros), batch_index, self.n_batches, nonzeros,
                             self.row_log_factorial[rows].sum().to(torch.float32))
-        return counts, batch_index, rows
+        return counts, batch_index, None if every_location else rows
 
     def __call__(self, epoch: int):
         if self.full:
@@ -267,6 +271,8 @@ class _LocationBatches:
 
 
 def _pyro_loss(model, guide, counts: CountBatch, batch_index, idx):
+    if idx is None:  # the full batch: pyro's plate subsamples by an index tensor
+        idx = torch.arange(counts.n_rows, device=batch_index.device)
     return Trace_ELBO().differentiable_loss(model, guide, counts.x, batch_index, idx)
 
 
