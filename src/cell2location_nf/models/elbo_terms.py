@@ -39,15 +39,20 @@ def ambient_and_overdispersion_logp(z: dict, lz: dict, one: torch.Tensor, gene_a
     return t + exponential_logp(z["alpha_g_inverse"], phi)
 
 
+def rows_of(values: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
+    """Rows ``idx`` of a location-plated tensor; None means every row, in order, taken whole: gathering them by
+    ``arange(n)`` copies them and its backward scatters the gradients back through a deterministic index_put."""
+    return values if idx is None else values[idx]
+
+
 def lognormal_draws(locs: dict, raw_scales: dict, noise: dict, idx: torch.Tensor | None = None,
                     local_sites: tuple[str, ...] = ()) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Reparameterised draws {site: (z, log z, −Σ log q(z))}; ``local_sites`` take rows ``idx`` only (None: all rows,
-    in order, with no gather: its backward would scatter the gradients back through a deterministic index_put)."""
+    """Reparameterised draws {site: (z, log z, −Σ log q(z))}; ``local_sites`` take rows ``idx`` only (``rows_of``)."""
     out = {}
     for name, eps in noise.items():
         loc, raw = locs[name], raw_scales[name]
-        if name in local_sites and idx is not None:
-            loc, raw = loc[idx], raw[idx]
+        if name in local_sites:
+            loc, raw = rows_of(loc, idx), rows_of(raw, idx)
         scale = softplus(raw)
         log_z = loc + scale * eps
         entropy = (log_z + torch.log(scale) + HALF_LOG_2PI + 0.5 * eps * eps).sum()  # = −Σ log q(z)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..inference.compile import CompiledOrEager
-from .elbo_terms import ambient_and_overdispersion_logp, exponential_logp, gamma_logp, lognormal_draws
+from .elbo_terms import ambient_and_overdispersion_logp, exponential_logp, gamma_logp, lognormal_draws, rows_of
 from .guide import MeanFieldGuide
 from .mapping import LOCAL_SITES, MappingHyperparameters, MappingModel
 from .nb_likelihood import CountBatch, neg_binomial_log_lik
@@ -28,8 +28,7 @@ def draw(guide: MeanFieldGuide, idx: torch.Tensor | None, noise: dict[str, torch
 def draw_noise(guide: MeanFieldGuide, idx: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """Standard normal noise for every site (local sites: rows ``idx``, or all for None), in site order (one random
     stream)."""
-    return {name: torch.randn_like(guide.locs[name][idx] if name in LOCAL_SITES and idx is not None
-                                   else guide.locs[name])
+    return {name: torch.randn_like(rows_of(guide.locs[name], idx) if name in LOCAL_SITES else guide.locs[name])
             for name in guide.site_names}
 
 
@@ -91,8 +90,7 @@ def negative_elbo(model: MappingModel, guide: MeanFieldGuide, counts: CountBatch
     ``inference.compile.DYNAMIC`` compiles them once for every minibatch size (see ``CompiledOrEager``).
     """
     noise = noise if noise is not None else draw_noise(guide, idx)
-    n_cells = model.n_cells if idx is None else model.n_cells[idx]
-    args = (dict(guide.locs), dict(guide.raw_scales), noise, idx, batch_index, n_cells,
+    args = (dict(guide.locs), dict(guide.raw_scales), noise, idx, batch_index, rows_of(model.n_cells, idx),
             model.detection_alpha, model._one, model.hyper, model.detection_mean, model.n_factors)
     z, global_terms, local_terms = _site_terms(use_compile, *args)
     # likelihood: NB(x | μ, α), one autograd node (models/nb_likelihood.py)

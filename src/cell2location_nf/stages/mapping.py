@@ -247,10 +247,10 @@ class _LocationBatches:
         self.n_batches = n_batches
         self._dense_rows = DenseRows()
         self.row_log_factorial = torch.as_tensor(row_log_factorials(self.x), device=device)
-        self._full_step = self._step(np.arange(self.n_obs), every_location=True) if self.full else None
+        # the full batch carries no index: the objective takes every location whole
+        self._full_step = (*self._step(np.arange(self.n_obs))[:2], None) if self.full else None
 
-    def _step(self, idx: np.ndarray, every_location: bool = False) -> tuple[CountBatch, torch.Tensor,
-                                                                             torch.Tensor | None]:
+    def _step(self, idx: np.ndarray) -> tuple[CountBatch, torch.Tensor, torch.Tensor]:
         rows = torch.as_tensor(idx, device=self.device)
         batch_index = self.batch_index[rows]
         cut = self.x[idx]
@@ -259,7 +259,7 @@ class _LocationBatches:
                          for a in (in_rows, cut.indices.astype(np.int64), cut.data))
         counts = CountBatch(self._dense_rows(cut.shape, *nonzeros), batch_index, self.n_batches, nonzeros,
                             self.row_log_factorial[rows].sum().to(torch.float32))
-        return counts, batch_index, None if every_location else rows
+        return counts, batch_index, rows
 
     def __call__(self, epoch: int):
         if self.full:
