@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -75,7 +76,9 @@ def run_measured(cmd: list[str], log_path: Path, threads: int, gpu: bool = False
 
     The peak is the larger of the process tree's RSS summed every 0.5 s (compile or loader workers
     included) and the kernel's high-water mark of the command's largest process, which a short spike
-    between two samples cannot escape (``ru_maxrss`` from ``wait4``).
+    between two samples cannot escape (``ru_maxrss`` from ``wait4``). ``peak_rss_where`` says which: the
+    largest sample's time and processes, or the high-water mark above it (a spike between samples); every
+    sample is written to ``rss_samples.tsv`` beside the log, so that a peak can be matched to the log's phases.
     With ``gpu``, also the peak GPU memory it added (nvidia-smi's memory in use minus that before the start).
     Raises ToolFailedError (with the cost so far) when the command fails, e.g. when the kernel kills it for memory.
     Each command compiles from nothing, as a task on a fresh machine does: torch.compile's cache is a new empty
@@ -99,30 +102,73 @@ def _run_measured(cmd: list[str], log_path: Path, threads: int, gpu: bool, cache
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1",
                **cache_env)
     gpu_base = gpu_memory_used_mib() if gpu else None
-    start, peak, gpu_peak = time.perf_counter(), 0, 0.0
-    with log_path.open("w") as log:
+    start, largest, high_water, gpu_peak = time.perf_counter(), RssSample(0.0, []), 0, 0.0
+    with log_path.open("w") as log, log_path.with_name("rss_samples.tsv").open("w") as samples:
+        samples.write("seconds\ttotal_mib\tprocesses (name:MiB, largest first)\n")
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         root = psutil.Process(proc.pid)
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 proc.returncode = os.waitstatus_to_exitcode(status)
-                peak = max(peak, usage.ru_maxrss * 1024)  # Linux reports KiB
+                high_water = usage.ru_maxrss * 1024  # Linux reports KiB
                 break
-            try:
-                rss = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
-                peak = max(peak, rss)
-            except psutil.Error:
-                pass
+            sample = sample_process_tree(root, time.perf_counter() - start)
+            samples.write(sample.tsv_row())
+            largest = max(largest, sample, key=lambda s: s.total)
             if gpu_base is not None:
                 gpu_peak = max(gpu_peak, (gpu_memory_used_mib() or gpu_base) - gpu_base)
             time.sleep(0.5)
-    cost = {"wall_s": round(time.perf_counter() - start, 1), "peak_rss_mib": round(peak / 2**20, 1)}
+    peak = max(largest.total, high_water)
+    cost = {"wall_s": round(time.perf_counter() - start, 1), "peak_rss_mib": round(peak / 2**20, 1),
+            "peak_rss_where": peak_source(largest, high_water)}
     if gpu_base is not None:
         cost["peak_gpu_mib"] = round(gpu_peak)
     if proc.returncode != 0:
         raise ToolFailedError(f"{cmd[:4]} failed (exit {proc.returncode}); see {log_path}", proc.returncode, cost)
     return cost
+
+
+@dataclass
+class RssSample:
+    """The process tree's resident memory at one moment: seconds since the start and (name, bytes) per process."""
+
+    seconds: float
+    processes: list[tuple[str, int]]
+
+    @property
+    def total(self) -> int:
+        return sum(rss for _, rss in self.processes)
+
+    def describe(self, limit: int = 4) -> str:
+        return " + ".join(f"{name} {rss / 2**20:,.0f}" for name, rss in self.processes[:limit])
+
+    def tsv_row(self) -> str:
+        named = " ".join(f"{name.replace(' ', '_')}:{rss / 2**20:.0f}" for name, rss in self.processes)
+        return f"{self.seconds:.1f}\t{self.total / 2**20:.0f}\t{named}\n"
+
+
+def sample_process_tree(root: psutil.Process, seconds: float) -> RssSample:
+    """RSS of ``root`` and every descendant alive now, largest first (a process that exits meanwhile is skipped)."""
+    processes = []
+    try:
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        tree = []
+    for process in tree:
+        try:
+            processes.append((process.name(), process.memory_info().rss))
+        except psutil.Error:
+            pass
+    return RssSample(seconds, sorted(processes, key=lambda p: -p[1]))
+
+
+def peak_source(largest: RssSample, high_water: int) -> str:
+    """Where the peak came from, in MiB: the largest sample of the tree, or the kernel's high-water mark above it."""
+    sample = f"largest sample at {largest.seconds:.1f} s: {largest.describe() or 'none'}"
+    if high_water > largest.total:
+        return f"kernel high-water mark of one process, {high_water / 2**20:,.0f}, between samples ({sample})"
+    return sample
 
 
 def read_truth(data: Path, samples: list[str]) -> pd.DataFrame:
@@ -256,7 +302,8 @@ def main() -> None:
             except ToolFailedError as failure:
                 # keep going: a tool that runs out of memory is a result, and the other rows still count
                 killed = " (SIGKILL: the kernel's out-of-memory killer, usually)" if failure.returncode == -9 else ""
-                print(f"{failure}{killed}; peak RSS {failure.cost['peak_rss_mib']:.0f} MiB",
+                print(f"{failure}{killed}; peak RSS {failure.cost['peak_rss_mib']:.0f} MiB "
+                      f"({failure.cost['peak_rss_where']})",
                       file=sys.stderr, flush=True)
                 results.append(failed_row(name_, seed, args, failure.cost, f"exit {failure.returncode}", epochs_asked))
                 print(json.dumps(results[-1]), flush=True)
@@ -266,7 +313,7 @@ def main() -> None:
                 # upstream (PyTorch Lightning) exits 0 when stopped by SIGTERM, e.g. by a session's end
                 print(f"{name_} exited without {missing[0].name} in {out} (stopped?); see {out / 'log.txt'}",
                       file=sys.stderr, flush=True)
-                cost = {k: row[k] for k in ("wall_s", "peak_rss_mib", "peak_gpu_mib") if k in row}
+                cost = {k: row[k] for k in ("wall_s", "peak_rss_mib", "peak_rss_where", "peak_gpu_mib") if k in row}
                 (out / "result.json").unlink(missing_ok=True)  # never reuse a stopped run
                 results.append(failed_row(name_, seed, args, cost, "no output", epochs_asked))
                 print(json.dumps(results[-1]), flush=True)

@@ -78,7 +78,7 @@ def main() -> None:
     table = pd.DataFrame(results)
     (data / f"results{args.label}_batch{'-'.join(map(str, args.batch_sizes))}_epochs{args.epochs}.json").write_text(
         table.to_json(orient="records", indent=2))
-    print(markdown_table(table))
+    print(markdown_table(table.drop(columns="peak_rss_where")))  # in the JSON: long for a table
 
 
 if __name__ == "__main__":

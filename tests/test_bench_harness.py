@@ -1,4 +1,4 @@
-"""The benchmark harness's measurements (bench/run_benchmark.py): peak memory and failed commands."""
+"""The benchmark harness's measurements (bench/run_benchmark.py): peak memory, where it came from, failed commands."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from run_benchmark import ToolFailedError, run_measured  # noqa: E402
+from run_benchmark import RssSample, ToolFailedError, peak_source, run_measured  # noqa: E402
 
 # Holds 600 MiB for a few milliseconds, far less than the harness's 0.5 s between samples, then idles.
 SPIKE = "import time; b = bytearray(600 * 2**20); b[::4096] = b'x' * len(b[::4096]); del b; time.sleep(1.2)"
@@ -18,6 +18,32 @@ def test_a_spike_between_two_samples_still_counts(tmp_path):
     cost = run_measured([sys.executable, "-c", SPIKE], tmp_path / "log.txt", threads=1)
     assert cost["peak_rss_mib"] >= 600
     assert 1.2 <= cost["wall_s"] < 10
+
+
+# A child process holds 300 MiB for 1.5 s, over two of the harness's samples, while its parent waits for it.
+CHILD_HOLDS = ("import subprocess, sys; subprocess.run([sys.executable, '-c', "
+               "\"import time; b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096]); time.sleep(1.5)\"])")
+
+
+def test_the_peak_names_the_process_that_held_it_and_every_sample_is_kept(tmp_path):
+    cost = run_measured([sys.executable, "-c", CHILD_HOLDS], tmp_path / "log.txt", threads=1)
+    rows = [line.split("\t") for line in (tmp_path / "rss_samples.tsv").read_text().splitlines()[1:]]
+    assert len(rows) >= 3 and [float(r[0]) for r in rows] == sorted(float(r[0]) for r in rows)
+    seconds, total, processes = max(rows, key=lambda r: int(r[1]))
+    named = [p.rsplit(":", 1) for p in processes.split()]
+    assert len(named) == 2 and int(named[0][1]) >= 300 > int(named[1][1])  # the child first, then its parent
+    assert int(total) == sum(int(mib) for _, mib in named)
+    assert cost["peak_rss_mib"] >= int(total) - 1
+    assert cost["peak_rss_where"].startswith(f"largest sample at {seconds} s: {named[0][0]} ")
+
+
+def test_the_peak_source_says_when_the_high_water_mark_was_between_samples():
+    sample = RssSample(12.5, [("python", 900 * 2**20), ("cc1plus", 300 * 2**20)])
+    assert sample.total == 1200 * 2**20
+    assert peak_source(sample, 1000 * 2**20) == "largest sample at 12.5 s: python 900 + cc1plus 300"
+    assert peak_source(sample, 1500 * 2**20) == (
+        "kernel high-water mark of one process, 1,500, between samples "
+        "(largest sample at 12.5 s: python 900 + cc1plus 300)")
 
 
 def test_a_failed_command_reports_its_exit_status_and_cost(tmp_path):
