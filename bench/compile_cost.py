@@ -6,7 +6,6 @@
     .venv/bin/python bench/compile_cost.py --eager-prior             # compile the likelihood pass only
     .venv/bin/python bench/compile_cost.py --cpp-wrapper             # inductor's C++ wrapper around kernels
     .venv/bin/python bench/compile_cost.py --dynamic                 # every size dynamic, as minibatches compile
-    .venv/bin/python bench/compile_cost.py --no-background-header    # the header built at the first kernel
 
 Each call is one process with a new, empty inductor cache (precompiled headers included, as training keeps
 them since commit ac30ee9). It prints the first step's seconds (tracing, C++ compiling, loading), every C++
@@ -36,9 +35,6 @@ def main() -> None:
     parser.add_argument("--eager-prior", action="store_true", help="run the prior and entropy terms eagerly")
     parser.add_argument("--cpp-wrapper", action="store_true", help="inductor's cpp_wrapper mode")
     parser.add_argument("--dynamic", action="store_true", help="compile with every size dynamic (minibatch mapping)")
-    parser.add_argument("--no-background-header", action="store_true",
-                        help="no precompiled header built on the background thread (as before 2026-12-06): "
-                             "inductor builds it at its first kernel")
     args = parser.parse_args()
 
     cache = Path(tempfile.mkdtemp(prefix="compile_cost_"))
@@ -50,7 +46,6 @@ def main() -> None:
     from profile_step import full_batch_step_inputs  # bench/, this script's folder
     from torch._inductor import cpp_builder
 
-    import cell2location_nf.inference.compile as compile_settings
     import cell2location_nf.models.mapping_elbo as mapping_elbo
     from cell2location_nf.inference.compile import DYNAMIC, prepare_compile
 
@@ -66,8 +61,6 @@ def main() -> None:
         calls.append((time.perf_counter() - start, cmd_line.split()[1]))
 
     cpp_builder.run_compile_cmd = timed_compile
-    if args.no_background_header:
-        compile_settings.build_kernel_header = lambda vec_isa: None
     if args.eager_prior:
         mapping_elbo._site_terms = lambda use_compile, *site_args: mapping_elbo.site_terms(*site_args)
 
@@ -80,7 +73,7 @@ def main() -> None:
         return loss.item()
 
     start = time.perf_counter()
-    prepare_compile(torch.device("cpu"))  # as training does: headers with the cache, probe and header on a thread
+    prepare_compile(torch.device("cpu"))  # as training does: headers with the cache, the ISA probe started
     step()
     first = time.perf_counter() - start
     for _ in range(20):

@@ -38,7 +38,7 @@ def prepare_compile(device: torch.device) -> None:
     inductor_config.compile_threads = compile_threads_for(device)
     keep_precompiled_headers_with_cache()
     if device.type == "cpu":
-        prepare_cpu_compiler_in_background()
+        probe_cpu_isa_in_background()
 
 
 def keep_precompiled_headers_with_cache() -> Path | None:
@@ -60,63 +60,27 @@ def keep_precompiled_headers_with_cache() -> Path | None:
     return headers
 
 
-def prepare_cpu_compiler_in_background(precompile_header: bool = True) -> threading.Thread | None:
-    """Start inductor's probe of the CPU's vector instructions on a thread, then its precompiled C++ header there
-    too (``precompile_header``), and return the thread.
+def probe_cpu_isa_in_background() -> threading.Thread | None:
+    """Start inductor's probe of the CPU's vector instructions on a thread, and return it.
 
     On an empty cache the probe compiles and loads a test program per instruction set (about 7 s of C++
-    compiling on two cores), and the header takes about 9 s more of one compiler before the first kernel can
-    be compiled (bench/RESULTS.md, "The header built in the background"). Started before the model is set up,
-    both run while the warm start runs and Python traces and lowers the objective; where a second core is free
-    they take that time off the first compiled step. Inductor's own calls wait on the same file locks, then
-    read the results: the same choice of instructions, the same header file.
+    compiling on two cores); started before the first graph is traced, it runs while Python traces and
+    lowers. Inductor's own call waits on the probe's file lock, then reads its result: the same choice.
     """
     try:
         from torch._inductor.cpu_vec_isa import pick_vec_isa
     except ImportError:
         return None
 
-    def prepare() -> None:
+    def probe() -> None:
         try:
-            vec_isa = pick_vec_isa()
+            pick_vec_isa()
         except Exception as err:  # inductor's own call probes again and reports it
             log.debug("background probe of the CPU's vector instructions failed: %s", err)
-            return
-        if precompile_header:
-            try:
-                build_kernel_header(vec_isa)
-            except Exception as err:  # inductor builds the header itself at its first kernel
-                log.debug("background build of inductor's precompiled header failed: %s", err)
 
-    thread = threading.Thread(target=prepare, name="inductor-cpu-compiler", daemon=True)
+    thread = threading.Thread(target=probe, name="inductor-isa-probe", daemon=True)
     thread.start()
     return thread
-
-
-def build_kernel_header(vec_isa) -> str | None:
-    """Build inductor's precompiled header for CPU kernels, as its first kernel compile would, and return its path.
-
-    The arguments mirror inductor's own call for a kernel (``CppPythonBindingsCodeCache.load_async`` with no
-    separately optimised code), so the header has the same hash and file, and inductor's in-process cache of the
-    call returns it at once. These are private details of torch's: where they are missing (another version) nothing
-    is built and inductor builds the header itself; a test checks that inductor uses this one.
-    """
-    from torch._inductor import codecache
-    from torch._inductor import config as inductor_config
-    from torch._inductor.cpp_builder import CppBuilder, CppTorchDeviceOptions
-
-    bindings = getattr(codecache, "CppPythonBindingsCodeCache", None)
-    if (not inductor_config.cpp_cache_precompile_headers or bindings is None
-            or not hasattr(codecache, "_precompile_header") or not hasattr(bindings, "_get_uncompiled_header")):
-        return None
-    header = bindings._get_uncompiled_header("cpu")
-    if header is None:
-        return None
-    command = {**bindings.cpp_compile_command_flags, "device_type": "cpu", "extra_flags": (),
-               "use_relative_path": inductor_config.is_fbcode(), "vec_isa": vec_isa}
-    options = CppTorchDeviceOptions(compile_only=False, min_optimize=False, **command)
-    command_line = CppBuilder(name="o", sources="i", BuildOption=options).get_command_line()
-    return codecache._precompile_header(header, command_line, min_optimize=False, **command)
 
 
 DYNAMIC = "dynamic"  # use_compile value: every dimension dynamic from the first call (shapes that change per step)
