@@ -76,7 +76,8 @@ def run_measured(cmd: list[str], log_path: Path, threads: int, gpu: bool = False
 
     The peak is the larger of the process tree's RSS summed every 0.5 s (compile or loader workers
     included) and the kernel's high-water mark of the command's largest process, which a short spike
-    between two samples cannot escape (``ru_maxrss`` from ``wait4``). ``peak_rss_where`` says which: the
+    between two samples cannot escape (``ru_maxrss`` from ``wait4``, taken by a small spawner process:
+    see ``SPAWN_AND_REPORT``). ``peak_rss_where`` says which: the
     largest sample's time and processes, or the high-water mark above it (a spike between samples); every
     sample is written to ``rss_samples.tsv`` beside the log, so that a peak can be matched to the log's phases.
     With ``gpu``, also the peak GPU memory it added (nvidia-smi's memory in use minus that before the start).
@@ -98,6 +99,31 @@ def cold_compile_cache():
         yield {"TORCHINDUCTOR_CACHE_DIR": folder}
 
 
+# Runs the measured command as its own child and writes that child's ru_maxrss (KiB) to a file. A process keeps the
+# high-water mark of the memory it had before exec, and a command forked from the harness starts with the harness's
+# pages (hundreds of MB to GB once it has scored runs or made data), so the harness's own wait4 reported those too.
+# Forked from this small process instead, the command's high-water mark is its own.
+SPAWN_AND_REPORT = """
+import os, signal, sys
+report, argv = sys.argv[1], sys.argv[2:]
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(argv[0], argv)
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+with open(report, "w") as out:
+    out.write(str(usage.ru_maxrss))
+code = os.waitstatus_to_exitcode(status)
+if code < 0:  # die of the same signal, so that the harness sees it (e.g. -9 from the out-of-memory killer)
+    if -code != signal.SIGKILL:
+        signal.signal(-code, signal.SIG_DFL)
+    os.kill(os.getpid(), -code)
+sys.exit(code)
+"""
+
+
 def _run_measured(cmd: list[str], log_path: Path, threads: int, gpu: bool, cache_env: dict) -> dict[str, float]:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1",
                **cache_env)
@@ -105,20 +131,21 @@ def _run_measured(cmd: list[str], log_path: Path, threads: int, gpu: bool, cache
     start, largest, high_water, gpu_peak = time.perf_counter(), RssSample(0.0, []), 0, 0.0
     with log_path.open("w") as log, log_path.with_name("rss_samples.tsv").open("w") as samples:
         samples.write("seconds\ttotal_mib\tprocesses (name:MiB, largest first)\n")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        root = psutil.Process(proc.pid)
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                proc.returncode = os.waitstatus_to_exitcode(status)
-                high_water = usage.ru_maxrss * 1024  # Linux reports KiB
-                break
-            sample = sample_process_tree(root, time.perf_counter() - start)
+        report = log_path.with_name("high_water_kib.txt")
+        report.unlink(missing_ok=True)
+        proc = subprocess.Popen([sys.executable, "-c", SPAWN_AND_REPORT, str(report), *cmd], stdout=log,
+                                stderr=subprocess.STDOUT, env=env)
+        spawner = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            sample = sample_process_tree(spawner, time.perf_counter() - start)
             samples.write(sample.tsv_row())
             largest = max(largest, sample, key=lambda s: s.total)
             if gpu_base is not None:
                 gpu_peak = max(gpu_peak, (gpu_memory_used_mib() or gpu_base) - gpu_base)
             time.sleep(0.5)
+        if report.exists():
+            high_water = int(report.read_text()) * 1024  # Linux reports KiB
+            report.unlink()
     peak = max(largest.total, high_water)
     cost = {"wall_s": round(time.perf_counter() - start, 1), "peak_rss_mib": round(peak / 2**20, 1),
             "peak_rss_where": peak_source(largest, high_water)}
@@ -148,11 +175,12 @@ class RssSample:
         return f"{self.seconds:.1f}\t{self.total / 2**20:.0f}\t{named}\n"
 
 
-def sample_process_tree(root: psutil.Process, seconds: float) -> RssSample:
-    """RSS of ``root`` and every descendant alive now, largest first (a process that exits meanwhile is skipped)."""
+def sample_process_tree(spawner: psutil.Process, seconds: float) -> RssSample:
+    """RSS of every descendant of ``spawner`` alive now (the command and its children; not the small spawner itself),
+    largest first (a process that exits meanwhile is skipped)."""
     processes = []
     try:
-        tree = [root, *root.children(recursive=True)]
+        tree = spawner.children(recursive=True)
     except psutil.Error:
         tree = []
     for process in tree:

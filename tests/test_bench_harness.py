@@ -39,6 +39,14 @@ def test_the_peak_names_the_process_that_held_it_and_every_sample_is_kept(tmp_pa
     assert cost["peak_rss_mib"] >= total - 1
 
 
+def test_the_harness_own_memory_is_not_counted(tmp_path):
+    """A process keeps its memory's high-water mark from before exec; the harness's 400 MiB must not count."""
+    ballast = bytearray(400 * 2**20)
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    cost = run_measured([sys.executable, "-c", "import time; time.sleep(0.6)"], tmp_path / "log.txt", threads=1)
+    assert len(ballast) and cost["peak_rss_mib"] < 150, cost
+
+
 def test_the_peak_source_says_when_the_high_water_mark_was_between_samples():
     sample = RssSample(12.5, [("python", 900 * 2**20), ("cc1plus", 300 * 2**20)])
     assert sample.total == 1200 * 2**20
