@@ -77,9 +77,9 @@ def run_measured(cmd: list[str], log_path: Path, threads: int, gpu: bool = False
     The peak is the larger of the process tree's RSS summed every 0.5 s (compile or loader workers
     included) and the kernel's high-water mark of the command's largest process, which a short spike
     between two samples cannot escape (``ru_maxrss`` from ``wait4``, taken by a small spawner process:
-    see ``SPAWN_AND_REPORT``). ``peak_rss_where`` says which: the
-    largest sample's time and processes, or the high-water mark above it (a spike between samples); every
-    sample is written to ``rss_samples.tsv`` beside the log, so that a peak can be matched to the log's phases.
+    see ``SPAWN_AND_REPORT``). ``peak_rss_where`` says which: the largest sample's time and processes, or the
+    high-water mark above it (a spike between samples); every sample is written to ``rss_samples.tsv`` beside
+    the log, so that a peak can be matched to the log's phases.
     With ``gpu``, also the peak GPU memory it added (nvidia-smi's memory in use minus that before the start).
     Raises ToolFailedError (with the cost so far) when the command fails, e.g. when the kernel kills it for memory.
     Each command compiles from nothing, as a task on a fresh machine does: torch.compile's cache is a new empty
@@ -110,8 +110,9 @@ pid = os.fork()
 if pid == 0:
     try:
         os.execvp(argv[0], argv)
-    finally:
-        os._exit(127)
+    except OSError as err:
+        print(f"cannot run {argv[0]}: {err}", file=sys.stderr, flush=True)
+    os._exit(127)
 _, status, usage = os.wait4(pid, 0)
 with open(report, "w") as out:
     out.write(str(usage.ru_maxrss))

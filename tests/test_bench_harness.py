@@ -63,6 +63,13 @@ def test_a_failed_command_reports_its_exit_status_and_cost(tmp_path):
     assert "bad input" in (tmp_path / "log.txt").read_text()
 
 
+def test_a_command_that_cannot_start_fails_with_its_name_in_the_log(tmp_path):
+    with pytest.raises(ToolFailedError) as failure:
+        run_measured([str(tmp_path / "no-such-tool"), "--help"], tmp_path / "log.txt", 1)
+    assert failure.value.returncode == 127
+    assert f"cannot run {tmp_path / 'no-such-tool'}" in (tmp_path / "log.txt").read_text()
+
+
 def test_a_killed_command_reports_the_signal(tmp_path):
     with pytest.raises(ToolFailedError) as failure:
         run_measured([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
