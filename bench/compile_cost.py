@@ -6,6 +6,7 @@
     .venv/bin/python bench/compile_cost.py --eager-prior             # compile the likelihood pass only
     .venv/bin/python bench/compile_cost.py --cpp-wrapper             # inductor's C++ wrapper around kernels
     .venv/bin/python bench/compile_cost.py --dynamic                 # every size dynamic, as minibatches compile
+    .venv/bin/python bench/compile_cost.py --no-background-header    # the header built at the first kernel
 
 Each call is one process with a new, empty inductor cache (precompiled headers included, as training keeps
 them since commit ac30ee9). It prints the first step's seconds (tracing, C++ compiling, loading), every C++
@@ -35,6 +36,9 @@ def main() -> None:
     parser.add_argument("--eager-prior", action="store_true", help="run the prior and entropy terms eagerly")
     parser.add_argument("--cpp-wrapper", action="store_true", help="inductor's cpp_wrapper mode")
     parser.add_argument("--dynamic", action="store_true", help="compile with every size dynamic (minibatch mapping)")
+    parser.add_argument("--no-background-header", action="store_true",
+                        help="no precompiled header started on a thread as compiling starts (as before 2026-12-07): "
+                             "inductor builds it at its first kernel")
     args = parser.parse_args()
 
     cache = Path(tempfile.mkdtemp(prefix="compile_cost_"))
@@ -47,7 +51,7 @@ def main() -> None:
     from torch._inductor import cpp_builder
 
     import cell2location_nf.models.mapping_elbo as mapping_elbo
-    from cell2location_nf.inference.compile import DYNAMIC, prepare_compile
+    from cell2location_nf.inference.compile import DYNAMIC, build_kernel_header_in_background, prepare_compile
 
     torch.set_num_threads(args.threads)
     inductor_config.cpp_cache_precompile_headers = not args.no_precompiled_headers
@@ -74,6 +78,8 @@ def main() -> None:
 
     start = time.perf_counter()
     prepare_compile(torch.device("cpu"))  # as training does: headers with the cache, the ISA probe started
+    if not args.no_background_header:
+        build_kernel_header_in_background()  # as training does when it starts compiling
     step()
     first = time.perf_counter() - start
     for _ in range(20):

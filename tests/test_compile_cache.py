@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -90,3 +91,25 @@ def test_the_background_probe_makes_inductors_choice_of_vector_instructions(tmp_
     assert probed_choice == _isa_choice(tmp_path / "plain", pick)
     if torch.backends.cpu.get_cpu_capability() != "DEFAULT":  # a vector ISA: the probe's loaded test builds
         assert int(probed_builds) > 0
+
+
+HEADER_FIRST = """
+import json, torch
+from cell2location_nf.inference.compile import build_kernel_header_in_background, keep_precompiled_headers_with_cache
+headers = keep_precompiled_headers_with_cache()
+build_kernel_header_in_background().join()
+built = sorted(p.name for p in headers.glob('*.gch'))
+double_sin = torch.compile(lambda x: (2 * x).sin())
+x = torch.linspace(0, 1, 64)
+torch.testing.assert_close(double_sin(x), (2 * x).sin())
+print(json.dumps([built, sorted(p.name for p in headers.glob('*.gch'))]))
+"""
+
+
+def test_the_header_built_in_the_background_is_the_one_inductors_kernels_use(tmp_path):
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "cache"))
+    result = subprocess.run([sys.executable, "-c", HEADER_FIRST], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    built, after_a_kernel = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(built) == 1  # built on the thread, before any kernel was compiled
+    assert after_a_kernel == built  # inductor's first kernel found it there and built no other

@@ -83,6 +83,56 @@ def probe_cpu_isa_in_background() -> threading.Thread | None:
     return thread
 
 
+def build_kernel_header_in_background() -> threading.Thread | None:
+    """Start building inductor's precompiled C++ header for CPU kernels on a thread, and return it.
+
+    Called when training starts compiling: Python then traces and lowers the objective on one core whatever the
+    thread setting, and the header (about 9 s of one compiler on an empty cache) is otherwise built only at the
+    first kernel, after the tracing. Started earlier, with the probe, it took a core from the warm start
+    (bench/RESULTS.md, "The header built in the background"). With a warm cache the file is there and nothing runs.
+    """
+    try:
+        from torch._inductor.cpu_vec_isa import pick_vec_isa
+    except ImportError:
+        return None
+
+    def build() -> None:
+        try:
+            build_kernel_header(pick_vec_isa())  # the probe's result, or waits on it
+        except Exception as err:  # inductor builds the header itself at its first kernel
+            log.debug("background build of inductor's precompiled header failed: %s", err)
+
+    thread = threading.Thread(target=build, name="inductor-header", daemon=True)
+    thread.start()
+    return thread
+
+
+def build_kernel_header(vec_isa) -> str | None:
+    """Build inductor's precompiled header for CPU kernels, as its first kernel compile would, and return its path.
+
+    The arguments mirror inductor's own call for a kernel (``CppPythonBindingsCodeCache.load_async`` with no
+    separately optimised code), so the header has the same hash and file, and inductor's call finds it (or waits
+    on its file lock). These are private details of torch's: where they are missing (another version) nothing is
+    built and inductor builds the header itself; a test checks that inductor uses this one.
+    """
+    from torch._inductor import codecache
+    from torch._inductor import config as inductor_config
+    from torch._inductor.cpp_builder import CppBuilder, CppTorchDeviceOptions
+
+    bindings = getattr(codecache, "CppPythonBindingsCodeCache", None)
+    if (not inductor_config.cpp_cache_precompile_headers or bindings is None
+            or not hasattr(codecache, "_precompile_header") or not hasattr(bindings, "_get_uncompiled_header")):
+        return None
+    header = bindings._get_uncompiled_header("cpu")
+    if header is None:
+        return None
+    command = {**bindings.cpp_compile_command_flags, "device_type": "cpu", "extra_flags": (),
+               "use_relative_path": inductor_config.is_fbcode(), "vec_isa": vec_isa}
+    options = CppTorchDeviceOptions(compile_only=False, min_optimize=False, **command)
+    command_line = CppBuilder(name="o", sources="i", BuildOption=options).get_command_line()
+    return codecache._precompile_header(header, command_line, min_optimize=False, **command)
+
+
 DYNAMIC = "dynamic"  # use_compile value: every dimension dynamic from the first call (shapes that change per step)
 
 

@@ -31,7 +31,7 @@ from ..export.posterior import (
     summarise_draws,
 )
 from ..inference.checkpoint import Checkpoint
-from ..inference.compile import DYNAMIC, log_compile_cache_use, prepare_compile
+from ..inference.compile import DYNAMIC, build_kernel_header_in_background, log_compile_cache_use, prepare_compile
 from ..inference.device import resolve_device
 from ..inference.svi import Schedule, TrainingHistory, run_svi, seed_everything
 from ..inference.warm_start import UPDATES, check_relaxation, poisson_nmf
@@ -374,6 +374,8 @@ def train_mapping(adata: ad.AnnData, signatures: pd.DataFrame, settings: Mapping
     loss_fn = LOSSES[settings.elbo]
     if compiled:
         log.info("Compiling the objective with torch.compile (once; cached for later runs)")
+        if device.type == "cpu":  # while Python traces on one core
+            build_kernel_header_in_background()
         # minibatch sizes change (the last one of an epoch, the distinct counts of every step): one dynamic compile
         loss_fn = partial(negative_elbo, use_compile=True if data.full else DYNAMIC)
     history = run_svi(model, guide, data, settings.max_epochs, settings.lr, settings.clip_norm, name="mapping",
