@@ -135,9 +135,16 @@ workflow CELL2LOCATION {
     //
     // MODULE: the report's own sections: parameter summary, methods, links to the notebooks
     //
-    ch_notebook_links = REFERENCE_QC_NOTEBOOK.out.html.map { _meta, html -> "reports/reference/${html.name}" }
-        .mix(MAPPING_QC_NOTEBOOK.out.html.map { meta, html -> "reports/${meta.sample}/${html.name}" })
-        .toSortedList()
+    // Gated on the validated samplesheet: without it a failed validation closes the notebooks' channels
+    // empty, and the summary (and MultiQC after it) could start before Nextflow stops.
+    ch_notebook_links = CELL2LOCATION_VALIDATE.out.samplesheet
+        .combine(
+            REFERENCE_QC_NOTEBOOK.out.html.map { _meta, html -> "reports/reference/${html.name}" }
+                .mix(MAPPING_QC_NOTEBOOK.out.html.map { meta, html -> "reports/${meta.sample}/${html.name}" })
+                .toSortedList()
+                .map { links -> [ links ] }
+        )
+        .map { _sheet, links -> links }
     CELL2LOCATION_REPORTSUMMARY (
         ch_params_json,
         ch_pipeline_schema,
@@ -149,14 +156,20 @@ workflow CELL2LOCATION {
     //
     // MODULE: MultiQC over the notebooks' tables and figures, versions and the summary sections
     //
-    ch_multiqc_files = REFERENCE_QC_NOTEBOOK.out.artifacts.map { _meta, files -> files }
-        .mix(MAPPING_QC_NOTEBOOK.out.artifacts.map { _meta, files -> files })
-        .flatten()
-        .mix(ch_versions_yaml)
-        .mix(CELL2LOCATION_REPORTSUMMARY.out.summary)
-        .mix(CELL2LOCATION_REPORTSUMMARY.out.methods)
-        .mix(CELL2LOCATION_REPORTSUMMARY.out.notebooks)
-        .toSortedList { a, b -> a.name <=> b.name }
+    // Likewise gated on the summary, which only a passed validation lets run.
+    ch_multiqc_files = CELL2LOCATION_REPORTSUMMARY.out.summary
+        .combine(
+            REFERENCE_QC_NOTEBOOK.out.artifacts.map { _meta, files -> files }
+                .mix(MAPPING_QC_NOTEBOOK.out.artifacts.map { _meta, files -> files })
+                .flatten()
+                .mix(ch_versions_yaml)
+                .mix(CELL2LOCATION_REPORTSUMMARY.out.summary)
+                .mix(CELL2LOCATION_REPORTSUMMARY.out.methods)
+                .mix(CELL2LOCATION_REPORTSUMMARY.out.notebooks)
+                .toSortedList { a, b -> a.name <=> b.name }
+                .map { files -> [ files ] }
+        )
+        .map { _summary, files -> files }
     MULTIQC (
         ch_multiqc_files,
         file("${projectDir}/assets/multiqc_config.yml"),
