@@ -71,16 +71,8 @@ def probe_cpu_isa_in_background() -> threading.Thread | None:
         from torch._inductor.cpu_vec_isa import pick_vec_isa
     except ImportError:
         return None
-
-    def probe() -> None:
-        try:
-            pick_vec_isa()
-        except Exception as err:  # inductor's own call probes again and reports it
-            log.debug("background probe of the CPU's vector instructions failed: %s", err)
-
-    thread = threading.Thread(target=probe, name="inductor-isa-probe", daemon=True)
-    thread.start()
-    return thread
+    # on failure inductor's own call probes again and reports it
+    return _start_in_background("inductor-isa-probe", "probe of the CPU's vector instructions", pick_vec_isa)
 
 
 def build_kernel_header_in_background() -> threading.Thread | None:
@@ -95,14 +87,21 @@ def build_kernel_header_in_background() -> threading.Thread | None:
         from torch._inductor.cpu_vec_isa import pick_vec_isa
     except ImportError:
         return None
+    # pick_vec_isa: the probe's result, or waits on it; on failure inductor builds the header at its first kernel
+    return _start_in_background("inductor-header", "build of inductor's precompiled header",
+                                lambda: build_kernel_header(pick_vec_isa()))
 
-    def build() -> None:
+
+def _start_in_background(name: str, what: str, work: Callable[[], object]) -> threading.Thread:
+    """Run ``work`` on a daemon thread; a failure is only logged (inductor repeats the work itself)."""
+
+    def run() -> None:
         try:
-            build_kernel_header(pick_vec_isa())  # the probe's result, or waits on it
-        except Exception as err:  # inductor builds the header itself at its first kernel
-            log.debug("background build of inductor's precompiled header failed: %s", err)
+            work()
+        except Exception as err:
+            log.debug("background %s failed: %s", what, err)
 
-    thread = threading.Thread(target=build, name="inductor-header", daemon=True)
+    thread = threading.Thread(target=run, name=name, daemon=True)
     thread.start()
     return thread
 
