@@ -4,8 +4,10 @@ Every CPU step allocates and frees the same few (locations x genes) arrays. glib
 mmap threshold (128 KiB to 32 MiB, adapting) with fresh ``mmap`` pages and hands them back to the kernel on
 free, so each step page-faults and zero-fills all of them again: on the 800 x 1,000 benchmark that was
 half of a step's time (``docs/performance.md``). Raising the mmap and trim thresholds lets freed blocks
-be reused as they are. Peak memory is unchanged (the same arrays are alive at the peak); memory freed
-after the peak stays with the process until it exits, which a pipeline task soon does.
+be reused as they are. The same arrays are alive at the peak, but memory freed stays with the process until
+it exits, which a pipeline task soon does, and in some runs the main heap that holds the steps' arrays settles
+400-600 MiB larger on a 2,000 x 3,000 set (free space the steps keep reusing: bench/RESULTS.md, "Where the extra
+400-600 MiB of some 2,000-spot runs sits").
 """
 
 from __future__ import annotations
