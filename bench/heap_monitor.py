@@ -2,11 +2,12 @@
 
     .venv/bin/python bench/heap_monitor.py --out /tmp/heap.tsv &     # then start run_benchmark.py runs
 
-For each running ``cell2location_nf map-spatial`` process (found by its command line through psutil; the
-harness's spawner is skipped) it appends one row per sample: the run's output folder, seconds since the
-monitor first saw it, its thread count and the resident MiB of glibc's main heap (``[heap]``: the main
-thread's allocations), of its other arenas' heaps (anonymous mappings of at most 64 MiB aligned to
-64 MiB), of other anonymous mappings (larger ones and small ones apart) and of mapped files.
+For each running ``cell2location_nf map-spatial`` process, and upstream's ``upstream_map.py`` (found by
+their command lines through psutil; the harness's spawner is skipped), it appends one row per sample: the
+run's output folder, seconds since the monitor first saw it, its thread count and the resident MiB of
+glibc's main heap (``[heap]``: the main thread's allocations), of its other arenas' heaps (anonymous
+mappings of at most 64 MiB aligned to 64 MiB), of other anonymous mappings (larger ones and small ones
+apart) and of mapped files. Under another allocator (``LD_PRELOAD``) only the total means the same.
 ``run_benchmark.py``'s samples give the process's total only; this says which allocator's memory a
 difference between runs is in.
 """
@@ -25,10 +26,12 @@ KINDS = ("main_heap", "arena_heaps", "anon_large", "anon_small", "files")
 
 
 def mapping_processes() -> Iterator[tuple[psutil.Process, str, int]]:
-    """(process, output folder name, threads) of every running map-spatial process with more than one thread."""
+    """(process, output folder name, threads) of every running mapping (ours or upstream's), more than one thread."""
     for proc in psutil.process_iter(["cmdline", "num_threads"]):
         argv, threads = proc.info["cmdline"] or [], proc.info["num_threads"] or 0
-        if "cell2location_nf" in argv and "map-spatial" in argv and threads > 1:
+        ours = "cell2location_nf" in argv and "map-spatial" in argv
+        upstream = any(arg.endswith("upstream_map.py") for arg in argv)
+        if (ours or upstream) and threads > 1:
             outdir = argv[argv.index("--outdir") + 1] if "--outdir" in argv else "?"
             yield proc, Path(outdir).name, threads
 
