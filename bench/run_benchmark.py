@@ -34,6 +34,7 @@ import pandas as pd
 import psutil
 
 from cell2location_nf.benchmark.metrics import score
+from cell2location_nf.inference import allocator
 from cell2location_nf.simulate.benchmark_data import BenchmarkConfig, make_benchmark_data
 
 HERE = Path(__file__).resolve().parent
@@ -125,9 +126,21 @@ sys.exit(code)
 """
 
 
+def pipeline_task_env(cmd: list[str]) -> dict[str, str]:
+    """The malloc setting the pipeline's tasks start with (nextflow.config, ``env``), for our commands.
+
+    Only where the package being measured has it (a checkout of older code on PYTHONPATH is measured as it
+    ran then) and the caller set no GLIBC_TUNABLES of their own.
+    """
+    tcache_off = getattr(allocator, "TCACHE_OFF", None)
+    if cmd[: len(OURS)] != OURS or tcache_off is None or "GLIBC_TUNABLES" in os.environ:
+        return {}
+    return {"GLIBC_TUNABLES": tcache_off}
+
+
 def _run_measured(cmd: list[str], log_path: Path, threads: int, gpu: bool, cache_env: dict) -> dict[str, float]:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1",
-               **cache_env)
+               **cache_env, **pipeline_task_env(cmd))
     gpu_base = gpu_memory_used_mib() if gpu else None
     start, largest, high_water, gpu_peak = time.perf_counter(), RssSample(0.0, []), 0, 0.0
     with log_path.open("w") as log, log_path.with_name("rss_samples.tsv").open("w") as samples:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+from cell2location_nf.inference.allocator import TCACHE_OFF
 
 # Allocate and free a 64 MiB tensor 20 times, as a training step does with its (locations x genes) arrays,
 # and count the page faults each time. (Blocks above 32 MiB always come from mmap by default; smaller ones
@@ -45,7 +49,54 @@ def test_freed_step_arrays_are_reused_without_page_faults():
     assert sum(retained["faults"]) < sum(default["faults"]) / 2
 
 
-def test_malloc_settings_from_the_environment_are_left_alone():
-    env = dict(os.environ, GLIBC_TUNABLES="glibc.malloc.arena_max=2")
-    assert probe("retain", env)["applied"] is False
+def test_thresholds_from_the_environment_are_left_alone():
+    for env in ({"GLIBC_TUNABLES": "glibc.malloc.tcache_count=0:glibc.malloc.mmap_threshold=1048576"},
+                {"MALLOC_TRIM_THRESHOLD_": "1048576"}):
+        assert probe("retain", dict(os.environ, **env))["applied"] is False, env
+
+
+def test_the_pipelines_tcache_setting_keeps_our_thresholds():
+    retained = probe("retain", dict(os.environ, GLIBC_TUNABLES=TCACHE_OFF))
+    if not retained["applied"]:
+        pytest.skip("not glibc: malloc thresholds cannot be set")
+    assert statistics.median(retained["faults"]) < 64 * 2**20 // 4096 / 100
+
+
+# Frees seven 64-byte blocks and reads how many bytes glibc's fast bins then hold (mallinfo2, glibc >= 2.33):
+# with the per-thread cache on, the cache takes them and the fast bins stay empty.
+FREED_SMALL_BLOCKS = """
+import ctypes, json
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+libc.mallinfo2.restype = MallInfo2
+before = libc.mallinfo2().fsmblks
+blocks = [libc.malloc(64) for _ in range(7)]
+for block in blocks:
+    libc.free(block)
+print(json.dumps(libc.mallinfo2().fsmblks - before))
+"""
+
+
+def freed_to_fast_bins(env: dict) -> int:
+    done = subprocess.run([sys.executable, "-c", FREED_SMALL_BLOCKS], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        pytest.skip(f"glibc's mallinfo2 is not available: {done.stderr.strip()[-200:]}")
+    return json.loads(done.stdout)
+
+
+def test_the_pipelines_setting_switches_glibcs_per_thread_cache_off():
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    assert freed_to_fast_bins(env) == 0  # the cache holds them
+    assert freed_to_fast_bins(dict(env, GLIBC_TUNABLES=TCACHE_OFF)) >= 7 * 64  # no cache: the fast bins do
+
+
+def test_pipeline_tasks_start_with_the_tcache_setting():
+    config = (Path(__file__).resolve().parents[1] / "nextflow.config").read_text()
+    env_scope = re.search(r"^env \{(.*?)^\}", config, re.S | re.M).group(1)
+    assert re.search(r"GLIBC_TUNABLES\s*=\s*'([^']*)'", env_scope).group(1) == TCACHE_OFF
 

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from run_benchmark import RssSample, ToolFailedError, peak_source, run_measured  # noqa: E402
+from run_benchmark import OURS, RssSample, ToolFailedError, peak_source, pipeline_task_env, run_measured  # noqa: E402
+
+from cell2location_nf.inference.allocator import TCACHE_OFF  # noqa: E402
 
 # Holds 600 MiB for a few milliseconds, far less than the harness's 0.5 s between samples, then idles.
 SPIKE = "import time; b = bytearray(600 * 2**20); b[::4096] = b'x' * len(b[::4096]); del b; time.sleep(1.2)"
@@ -96,3 +98,11 @@ def test_a_cache_folder_set_by_the_caller_is_kept(tmp_path, monkeypatch):
     (tmp_path / "mine").mkdir()
     run_measured([sys.executable, "-c", PRINT_CACHE], tmp_path / "log.txt", threads=1)
     assert (tmp_path / "log.txt").read_text().split(" ", 1)[0] == str(tmp_path / "mine")
+
+
+def test_our_commands_run_with_the_pipeline_tasks_malloc_setting(monkeypatch):
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    assert pipeline_task_env([*OURS, "map-spatial", "--help"]) == {"GLIBC_TUNABLES": TCACHE_OFF}
+    assert pipeline_task_env(["bench/.venv-upstream/bin/python", "bench/upstream_map.py"]) == {}  # upstream as is
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.tcache_count=7")  # the caller's own setting wins
+    assert pipeline_task_env([*OURS, "map-spatial"]) == {}

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import anndata as ad
 import pandas as pd
 import pytest
 import yaml
 
+from cell2location_nf.inference.allocator import TCACHE_OFF
 from cell2location_nf.simulate.test_data import make_test_data
 
 from .pipeline_runs import TEST_DATA, nextflow, trace_rows
@@ -82,6 +84,13 @@ def test_pipeline_info_reports(test_profile_run):
         "CELL2LOCATION_VALIDATE", "MAPPING_QC_NOTEBOOK", "MAPPING_QC_NOTEBOOK", "MULTIQC", "REFERENCE_QC_NOTEBOOK",
     ]
     assert {r["status"] for r in rows} == {"COMPLETED"}
+
+
+def test_the_mapping_task_starts_with_glibcs_per_thread_cache_off(test_profile_run):
+    workdir, _ = test_profile_run
+    (mapping,) = [r for r in trace_rows(workdir / "results") if ":CELL2LOCATION_MAP (" in r["name"]]
+    (taskdir,) = (workdir / "work").glob(mapping["hash"] + "*")
+    assert re.search(r'export GLIBC_TUNABLES="?' + re.escape(TCACHE_OFF), (taskdir / ".command.run").read_text())
 
 
 def test_adding_a_sample_with_resume_reuses_the_reference(test_profile_run):

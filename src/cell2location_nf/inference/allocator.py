@@ -5,9 +5,13 @@ mmap threshold (128 KiB to 32 MiB, adapting) with fresh ``mmap`` pages and hands
 free, so each step page-faults and zero-fills all of them again: on the 800 x 1,000 benchmark that was
 half of a step's time (``docs/performance.md``). Raising the mmap and trim thresholds lets freed blocks
 be reused as they are. The same arrays are alive at the peak, but memory freed stays with the process until
-it exits, which a pipeline task soon does, and in some runs the main heap that holds the steps' arrays settles
-400-600 MiB larger on a 2,000 x 3,000 set (free space the steps keep reusing: bench/RESULTS.md, "Where the extra
-400-600 MiB of some 2,000-spot runs sits").
+it exits, which a pipeline task soon does.
+
+With glibc's per-thread cache (tcache) on, the main heap that holds the steps' arrays settled 360-600 MiB
+larger in 7 of 11 2,000 x 3,000 runs, and in none of 7 with the cache off. The cache can
+only be switched off before the process starts, so the pipeline starts its tasks with ``TCACHE_OFF`` in
+``GLIBC_TUNABLES`` (``nextflow.config``, ``env``) and the thresholds still come from here (bench/RESULTS.md,
+"glibc's per-thread cache off in the pipeline's tasks").
 """
 
 from __future__ import annotations
@@ -23,13 +27,19 @@ M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 512 * 2**20  # blocks up to this size come from the heap, larger ones from mmap
 TRIM_THRESHOLD = 2**31 - 1  # (the largest value mallopt takes) keep freed heap memory for reuse
+TCACHE_OFF = "glibc.malloc.tcache_count=0"  # GLIBC_TUNABLES of the pipeline's tasks (nextflow.config, env)
+USER_THRESHOLDS = ("glibc.malloc.mmap_threshold=", "glibc.malloc.trim_threshold=")
 
 _applied: bool | None = None
 
 
 def user_tuned_malloc() -> bool:
-    """The user set glibc's malloc settings themselves (environment); theirs win."""
-    return "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", "") or any(
+    """The user set glibc's mmap or trim threshold themselves (environment); theirs win.
+
+    Other tunables (the pipeline's ``TCACHE_OFF``, an arena limit) keep our thresholds.
+    """
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    return any(setting in tunables for setting in USER_THRESHOLDS) or any(
         name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"))
 
 
