@@ -25,15 +25,15 @@ ARENA_HEAP = 64 * 2**20  # glibc's largest heap of a thread arena (HEAP_MAX_SIZE
 KINDS = ("main_heap", "arena_heaps", "anon_large", "anon_small", "files")
 
 
-def mapping_processes() -> Iterator[tuple[psutil.Process, str, int]]:
-    """(process, output folder name, threads) of every running mapping (ours or upstream's), more than one thread."""
+def mapping_processes() -> Iterator[tuple[int, str, int]]:
+    """(pid, output folder name, threads) of every running mapping (ours or upstream's), more than one thread."""
     for proc in psutil.process_iter(["cmdline", "num_threads"]):
         argv, threads = proc.info["cmdline"] or [], proc.info["num_threads"] or 0
         ours = "cell2location_nf" in argv and "map-spatial" in argv
         upstream = any(arg.endswith("upstream_map.py") for arg in argv)
         if (ours or upstream) and threads > 1:
             outdir = argv[argv.index("--outdir") + 1] if "--outdir" in argv else "?"
-            yield proc, Path(outdir).name, threads
+            yield proc.pid, Path(outdir).name, threads
 
 
 def kind_of_mapping(addr: str, path: str) -> str:
@@ -71,11 +71,11 @@ def main() -> None:
         if new_file:
             out.write("\t".join(("run", "seconds", "threads", *(f"{k}_mib" for k in KINDS))) + "\n")
         while True:
-            for proc, run, threads in mapping_processes():
-                kib = resident_by_kind(proc.pid)
+            for pid, run, threads in mapping_processes():
+                kib = resident_by_kind(pid)
                 if kib is None:
                     continue
-                seconds = max(0.0, time.time() - first_seen.setdefault(proc.pid, time.time()))
+                seconds = max(0.0, time.time() - first_seen.setdefault(pid, time.time()))
                 out.write("\t".join((run, f"{seconds:.0f}", str(threads), *(str(kib[k] // 1024) for k in KINDS)))
                           + "\n")
             time.sleep(args.every)

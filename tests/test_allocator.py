@@ -34,6 +34,9 @@ print(json.dumps({"applied": applied, "faults": faults}))
 """
 
 
+PAGES_PER_ARRAY = 64 * 2**20 // 4096
+
+
 def probe(mode: str, env: dict | None = None) -> dict:
     done = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True, env=env)
     return json.loads(done.stdout)
@@ -43,9 +46,8 @@ def test_freed_step_arrays_are_reused_without_page_faults():
     retained, default = probe("retain"), probe("default")
     if not retained["applied"]:
         pytest.skip("not glibc: malloc thresholds cannot be set")
-    pages_per_array = 64 * 2**20 // 4096
-    assert statistics.median(default["faults"]) >= pages_per_array  # glibc's default: fresh pages every step
-    assert statistics.median(retained["faults"]) < pages_per_array / 100  # retained: the freed block is reused
+    assert statistics.median(default["faults"]) >= PAGES_PER_ARRAY  # glibc's default: fresh pages every step
+    assert statistics.median(retained["faults"]) < PAGES_PER_ARRAY / 100  # retained: the freed block is reused
     assert sum(retained["faults"]) < sum(default["faults"]) / 2
 
 
@@ -59,7 +61,7 @@ def test_the_pipelines_tcache_setting_keeps_our_thresholds():
     retained = probe("retain", dict(os.environ, GLIBC_TUNABLES=TCACHE_OFF))
     if not retained["applied"]:
         pytest.skip("not glibc: malloc thresholds cannot be set")
-    assert statistics.median(retained["faults"]) < 64 * 2**20 // 4096 / 100
+    assert statistics.median(retained["faults"]) < PAGES_PER_ARRAY / 100
 
 
 # Frees seven 64-byte blocks and reads how many bytes glibc's fast bins then hold (mallinfo2, glibc >= 2.33):

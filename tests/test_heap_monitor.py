@@ -45,7 +45,7 @@ def test_upstreams_mapping_script_is_followed_as_well_as_ours():
     proc = subprocess.Popen([sys.executable, "-c", code, "bench/upstream_map.py", "--outdir", "/tmp/up_seed0"])
     try:
         for _ in range(100):  # until its second thread has started
-            found = {pid.pid: (run, threads) for pid, run, threads in mapping_processes()}
+            found = {pid: (run, threads) for pid, run, threads in mapping_processes()}
             if proc.pid in found:
                 break
             time.sleep(0.05)
