@@ -4,6 +4,7 @@
     .venv/bin/python bench/minibatch_step.py --dataset hd_20000x5000x30 --steps 40
     .venv/bin/python bench/minibatch_step.py --profile 10                      # and torch.profiler's top operators
     .venv/bin/python bench/minibatch_step.py --profile 10 --shapes             # those operators by input shapes
+    .venv/bin/python bench/minibatch_step.py --perf-record steps.data          # perf's samples of the timed steps
 
 The slide comes from ``bench/run_scale.py`` (run it first). The model, guide, minibatch loader, compiled
 objective (dynamic shapes, as a minibatch mapping compiles it) and Adam are the mapping's own; the guide starts
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -30,6 +32,9 @@ from cell2location_nf.models.guide import MeanFieldGuide
 from cell2location_nf.models.mapping import LOCAL_SITES
 from cell2location_nf.models.mapping_elbo import negative_elbo
 from cell2location_nf.stages.mapping import MappingSettings, _LocationBatches, batch_codes, build_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from perf_sampling import perf_record  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PHASES = ("load", "loss", "backward", "adam")
@@ -64,6 +69,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--profile", type=int, default=0, help="then profile this many steps with torch.profiler")
     parser.add_argument("--shapes", action="store_true", help="profile rows per operator and input shapes")
+    parser.add_argument("--perf-record", type=Path, help="record the timed steps with Linux perf into this file")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -93,8 +99,9 @@ def main() -> None:
     for _ in range(args.warmup):
         step(False)
     faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(args.steps):
-        step(True)
+    with perf_record(args.perf_record):
+        for _ in range(args.steps):
+            step(True)
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before) / args.steps
     per_step = {k: v / args.steps * 1000 for k, v in totals.items()}
     print(f"{args.dataset}, minibatches of {args.batch_size}, {args.threads} threads, {args.steps} steps "

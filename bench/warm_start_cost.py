@@ -3,6 +3,7 @@
     .venv/bin/python bench/warm_start_cost.py                                    # 200,000 bins, 20 iterations
     .venv/bin/python bench/warm_start_cost.py --dataset hd_20000x5000x30 --iterations 300
     PYTHONPATH=<checkout>/src .venv/bin/python bench/warm_start_cost.py          # another version's code
+    .venv/bin/python bench/warm_start_cost.py --perf-record warm.data            # perf's samples of the warm start
     .venv/bin/python bench/warm_start_cost.py --dataset hd_20000x5000x30 --iterations 150 --relaxation 1.5
 
 The slide comes from ``bench/run_scale.py`` (run it first); bins without counts are dropped as the mapping
@@ -26,6 +27,7 @@ from cell2location_nf.inference import warm_start
 from cell2location_nf.inference.warm_start import poisson_nmf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from perf_sampling import perf_record  # noqa: E402
 from slide_cost import ResidentMemory, read_slide, slide_parser  # noqa: E402
 
 
@@ -35,6 +37,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--relaxation", type=float, default=1.0)
     parser.add_argument("--tol", type=float, default=0.0)
+    parser.add_argument("--perf-record", type=Path, help="record the warm start with Linux perf into this file")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -45,7 +48,7 @@ def main() -> None:
     detection, n_cells = torch.ones(n_bins, 1), torch.full((n_bins, 1), 1.5)
 
     extra = {"relaxation": args.relaxation, "tol": args.tol} if args.relaxation != 1.0 or args.tol else {}
-    with ResidentMemory() as memory:
+    with perf_record(args.perf_record), ResidentMemory() as memory:
         start = time.perf_counter()
         fit = poisson_nmf(x, signatures, detection, n_cells, n_iter=args.iterations, **extra)
         seconds = time.perf_counter() - start
