@@ -53,8 +53,9 @@ def test_poisson_nmf_on_sparse_counts_follows_the_dense_updates():
 
 
 def test_poisson_nmf_in_place_with_int32_indices_equals_the_allocating_int64_form(monkeypatch):
-    """On CPU the warm start's sparse counts carry int32 indices and its ratios at the non-zeros are rewritten in
-    one buffer (faster): the same abundances and scales, bit for bit, as allocating them anew with int64 indices;
+    """On CPU the warm start's sparse counts carry int32 indices and its ratios at the non-zeros and (S x F) arrays
+    are rewritten in buffers (faster): the same abundances and scales, bit for bit, as allocating them anew with
+    int64 indices, with plain and with relaxed updates;
     unsorted columns, duplicates and stored zeros give the canonical matrix's result, and the caller's matrix is
     not changed."""
     import cell2location_nf.inference.warm_start as warm_start
@@ -91,6 +92,10 @@ def test_poisson_nmf_in_place_with_int32_indices_equals_the_allocating_int64_for
 
     w_alloc, m_alloc, _ = poisson_nmf(canonical, signatures, detection, n_cells, n_iter=40, in_place=False)
     assert torch.equal(w32, w_alloc) and torch.equal(m32, m_alloc)
+    relaxed = poisson_nmf(canonical, signatures, detection, n_cells, n_iter=40, relaxation=1.5)
+    relaxed_alloc = poisson_nmf(canonical, signatures, detection, n_cells, n_iter=40, relaxation=1.5, in_place=False)
+    assert not torch.equal(relaxed.w, w32)  # the relaxed updates took another path, which is the same in place
+    assert torch.equal(relaxed.w, relaxed_alloc.w) and torch.equal(relaxed.m, relaxed_alloc.m)
     monkeypatch.setattr(warm_start, "_csr_tensor", int64_tensor)
     w64, m64, _ = poisson_nmf(canonical, signatures, detection, n_cells, n_iter=40, in_place=False)
     assert torch.equal(w32, w64) and torch.equal(m32, m64)
