@@ -117,7 +117,8 @@ def poisson_nmf(x: sp.spmatrix | np.ndarray, signatures: torch.Tensor, detection
     tensors on one device.
 
     ``detection`` and ``n_cells`` are (S, 1). Memory grows with the non-zeros of x, not with S x G.
-    ``in_place``: reuse one buffer for the ratios at the non-zeros (:func:`ratios_at_nonzeros`); by default on CPU.
+    ``in_place``: reuse buffers for the ratios at the non-zeros (:func:`ratios_at_nonzeros`) and for the (S x F)
+    arrays of each update (:func:`updated_abundances`); by default on CPU.
     ``relaxation``: the exponent of each update's factor (1: plain Lee & Seung updates, the same as without it).
     ``tol``: stop early once the deviance fell by less than this fraction over ``CHECK_EVERY`` updates (0: never).
     """
