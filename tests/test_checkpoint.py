@@ -17,6 +17,9 @@ from cell2location_nf.inference import checkpoint as ckpt
 from .training_checks import assert_same_parameters, resumed_after_epoch
 
 CLI = [str(Path(sys.executable).parent / "cell2location-nf")]
+# Enough epochs that the first checkpoint (epoch 50 or 20) comes long before the end, few enough to keep CI short.
+MAP_EPOCHS = 600
+REF_EPOCHS = 300
 
 
 def _published(test_profile_run) -> Path:
@@ -27,13 +30,14 @@ def _published(test_profile_run) -> Path:
 def _mapping_command(results: Path, outdir: Path, checkpoint_dir: Path, every: int = 50) -> list[str]:
     spatial = sorted(str(p) for p in (results / "spatial").glob("*/*.prepared.h5ad"))
     return [*CLI, "map-spatial", "--signatures", str(results / "reference" / "reference.signatures.csv"),
-            "--outdir", str(outdir), "--max-epochs", "2000", "--num-samples", "20", "--n-cells-per-location", "9",
-            "--no-compile", "--checkpoint-dir", str(checkpoint_dir), "--checkpoint-every", str(every), *spatial]
+            "--outdir", str(outdir), "--max-epochs", str(MAP_EPOCHS), "--num-samples", "20",
+            "--n-cells-per-location", "9", "--no-compile", "--checkpoint-dir", str(checkpoint_dir),
+            "--checkpoint-every", str(every), *spatial]
 
 
 def _reference_command(results: Path, outdir: Path, checkpoint_dir: Path) -> list[str]:
     return [*CLI, "train-reference", "--reference", str(results / "reference" / "reference.prepared.h5ad"),
-            "--outdir", str(outdir), "--max-epochs", "800", "--batch-size", "300", "--num-samples", "20",
+            "--outdir", str(outdir), "--max-epochs", str(REF_EPOCHS), "--batch-size", "300", "--num-samples", "20",
             "--no-compile", "--checkpoint-dir", str(checkpoint_dir), "--checkpoint-every", "20"]
 
 
@@ -77,7 +81,7 @@ def test_killed_mapping_resumes_to_the_uninterrupted_result(test_profile_run, un
     checkpoints = tmp_path / "checkpoints"
     log = _interrupt_then_resume(_mapping_command(_published(test_profile_run), tmp_path, checkpoints), checkpoints,
                                  sig)
-    assert 0 < resumed_after_epoch(log, "mapping", 2000) < 2000
+    assert 0 < resumed_after_epoch(log, "mapping", MAP_EPOCHS) < MAP_EPOCHS
     assert_same_parameters(tmp_path / "mapping.mapping_model.h5", uninterrupted_mapping)
     assert list(checkpoints.iterdir()) == [], "the checkpoint is removed once the outputs are written"
 
@@ -90,7 +94,7 @@ def test_killed_reference_training_resumes_to_the_uninterrupted_result(test_prof
     checkpoints = tmp_path / "checkpoints"
     log = _interrupt_then_resume(_reference_command(results, tmp_path / "resumed", checkpoints), checkpoints,
                                  signal.SIGTERM)
-    assert 0 < resumed_after_epoch(log, "reference", 800) < 800
+    assert 0 < resumed_after_epoch(log, "reference", REF_EPOCHS) < REF_EPOCHS
     assert_same_parameters(tmp_path / "resumed" / "reference.reference_model.h5",
                             tmp_path / "uninterrupted" / "reference.reference_model.h5")
 

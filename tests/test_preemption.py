@@ -18,7 +18,7 @@ from .training_checks import assert_same_parameters, resumed_after_epoch
 pytestmark = pytest.mark.pipeline
 
 PREEMPT_CONFIG = ROOT / "tests" / "nextflow" / "preempt_mapping.config"
-EPOCHS = 2000
+EPOCHS = 600  # the first checkpoint (epoch 50) long before the end
 
 
 def task_dir(workdir: Path, row: dict[str, str]) -> Path:
