@@ -33,10 +33,10 @@ from cell2location_nf.models.mapping import LOCAL_SITES
 from cell2location_nf.models.mapping_elbo import negative_elbo
 from cell2location_nf.stages.mapping import MappingSettings, _LocationBatches, batch_codes, build_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 from perf_sampling import perf_record  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
 PHASES = ("load", "loss", "backward", "adam")
 
 

@@ -158,10 +158,10 @@ def poisson_nmf(x: sp.spmatrix | np.ndarray, signatures: torch.Tensor, detection
             iteration += 1
             if in_place:  # the old w becomes the next update's buffer
                 w, spare = updated_abundances(w, ratio, gm, detection, relaxation, floor, (spare, scratch)), w
-                expected = torch.mul(detection, w, out=scratch).sum(dim=0) @ signatures
             else:
                 w = updated_abundances(w, ratio, gm, detection, relaxation, floor)
-                expected = (detection * w).sum(dim=0) @ signatures  # Σ_s y_s Σ_f w_sf g_fg per gene
+            # Σ_s y_s Σ_f w_sf g_fg per gene; in place y·w goes to the scratch buffer (None: a new tensor)
+            expected = torch.mul(detection, w, out=scratch).sum(dim=0) @ signatures
             m = (totals / expected.clamp_min(1e-8)).clamp_min(floor).unsqueeze(0)
             scale = w.sum(dim=1).mean() / n_cells.mean()
             w, m = (w.div_(scale) if in_place else w / scale), m * scale
