@@ -52,6 +52,14 @@ def step_inputs(data: Path, batch_size: int):
     return model, guide, loader
 
 
+def huge_pages_mib() -> float:
+    """This process's memory in transparent huge pages (AnonHugePages of /proc/self/smaps_rollup)."""
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+        if line.startswith("AnonHugePages:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def endless(loader):
     epoch = 0
     while True:
@@ -110,6 +118,7 @@ def main() -> None:
         print(f"  {phase:9s} {per_step[phase]:8.1f}")
     print(f"  {'total':9s} {sum(per_step.values()):8.1f}")
     print(f"minor page faults per step: {faults:.0f} (each a 4 KiB page the kernel maps and zero-fills)")
+    print(f"resident in transparent huge pages at the end: {huge_pages_mib():.0f} MiB")
     if args.profile:
         cpu = [torch.profiler.ProfilerActivity.CPU]
         with torch.profiler.profile(activities=cpu, record_shapes=args.shapes) as prof:
