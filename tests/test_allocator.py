@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cell2location_nf.inference.allocator import TCACHE_OFF
+from cell2location_nf.inference.allocator import TCACHE_OFF, TORCH_HUGE_PAGES
 
 # Allocate and free a 64 MiB tensor 20 times, as a training step does with its (locations x genes) arrays,
 # and count the page faults each time. (Blocks above 32 MiB always come from mmap by default; smaller ones
@@ -102,3 +102,69 @@ def test_pipeline_tasks_start_with_the_tcache_setting():
     env_scope = re.search(r"^env \{(.*?)^\}", config, re.S | re.M).group(1)
     assert re.search(r"GLIBC_TUNABLES\s*=\s*'([^']*)'", env_scope).group(1) == TCACHE_OFF
 
+
+
+# Ask for huge pages as the CLI does, then import torch, fill a 64 MiB tensor and read how much of the mapping
+# that holds it the kernel backs with transparent huge pages (/proc/self/smaps).
+HUGE_PAGE_PROBE = """
+import json
+from cell2location_nf.inference.allocator import request_huge_pages
+asked = request_huge_pages()
+import torch
+tensor = torch.ones(16 * 2**20)  # kept: freed, its mapping would be gone
+address = tensor.data_ptr()
+inside, huge_kib = False, 0
+for line in open("/proc/self/smaps"):
+    first = line.split()[0]
+    if "-" in first and not first.endswith(":"):
+        low, high = (int(end, 16) for end in first.split("-"))
+        inside = low <= address < high
+    elif inside and first == "AnonHugePages:":
+        huge_kib = int(line.split()[1])
+print(json.dumps({"asked": asked, "huge_mib": huge_kib // 1024}))
+"""
+
+
+def huge_page_policy() -> str:
+    """The kernel's transparent-huge-page policy (always, madvise or never), or '' where there is none."""
+    setting = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    match = re.search(r"\[(\w+)\]", setting.read_text()) if setting.exists() else None
+    return match.group(1) if match else ""
+
+
+def huge_page_probe(env: dict) -> dict:
+    done = subprocess.run([sys.executable, "-c", HUGE_PAGE_PROBE], capture_output=True, text=True, check=True, env=env)
+    return json.loads(done.stdout)
+
+
+def test_torch_tensors_get_huge_pages_when_requested():
+    if huge_page_policy() not in ("always", "madvise"):
+        pytest.skip("this kernel offers no transparent huge pages")
+    env = {k: v for k, v in os.environ.items() if k != TORCH_HUGE_PAGES}
+    requested = huge_page_probe(env)
+    assert requested["asked"] is True
+    assert requested["huge_mib"] >= 32  # most of the 64 MiB (its ends need not fill whole 2 MiB pages)
+    declined = huge_page_probe(dict(env, **{TORCH_HUGE_PAGES: "0"}))  # the user's own value wins
+    assert declined["asked"] is False
+    if huge_page_policy() == "madvise":  # under "always" every large mapping gets them anyway
+        assert declined["huge_mib"] == 0
+
+
+# The console entry point sets the variable before a subcommand imports torch (printed as the process exits).
+ENTRY_POINT = """
+import atexit, os, sys
+atexit.register(lambda: print("huge pages:", os.environ.get("THP_MEM_ALLOC_ENABLE", "unset"), "torch" in sys.modules))
+sys.argv = ["cell2location-nf", "--version"]
+from cell2location_nf.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "1"), ("0", "0")])
+def test_the_command_line_requests_huge_pages_before_torch_loads(preset, expected):
+    env = {k: v for k, v in os.environ.items() if k != TORCH_HUGE_PAGES}
+    if preset is not None:
+        env[TORCH_HUGE_PAGES] = preset
+    done = subprocess.run([sys.executable, "-c", ENTRY_POINT], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == f"huge pages: {expected} False"

@@ -9,6 +9,7 @@ import click
 
 from .. import __version__
 from ..errors import InputError, TrainingDivergedError
+from ..inference.allocator import request_huge_pages
 
 # Subcommand -> (module, attribute). Modules load when their command runs, so a step imports only what it
 # uses (the whole set, with torch, scanpy and papermill, takes seconds to import in every task).
@@ -57,5 +58,6 @@ def cli(verbose: int) -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point (``cell2location-nf``, ``python -m cell2location_nf``)."""
+    request_huge_pages()  # before a subcommand imports torch
     cli()
