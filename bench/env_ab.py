@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from tcache_ab import FIGURES  # noqa: E402
+from tcache_ab import FIGURES, add_part_options, order, part_command, print_summary  # noqa: E402
 
 PIPELINE_ENV = {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=0"}  # nextflow.config's env for every task
 
@@ -38,21 +37,10 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
     return env
 
 
-def order(rounds: int) -> list[str]:
-    """a, b, b, a, a, b, ...: every round reverses the one before, so a steady drift cancels."""
-    return [name for r in range(rounds) for name in (("a", "b") if r % 2 == 0 else ("b", "a"))]
-
-
 def run_once(args: argparse.Namespace, extra: dict[str, str]) -> float:
     """One run of the part with the extra variables; returns its figure."""
-    if args.part == "steps":
-        cmd = [sys.executable, str(HERE / "minibatch_step.py"), "--warmup", str(args.warmup)]
-        cmd += ["--steps", str(args.steps)]
-    else:
-        cmd = [sys.executable, str(HERE / "warm_start_cost.py"), "--iterations", str(args.iterations)]
-    cmd += ["--dataset", args.dataset, "--threads", str(args.threads)]
     env = {**os.environ, **PIPELINE_ENV, **extra}
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(part_command(args), env=env, capture_output=True, text=True, check=True).stdout
     return float(FIGURES[args.part].search(out).group(1))
 
 
@@ -60,13 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--a", nargs="*", default=[], help="NAME=VALUE settings of arm a (none: the pipeline's)")
     parser.add_argument("--b", nargs="+", required=True, help="NAME=VALUE settings of the second arm")
-    parser.add_argument("--part", choices=sorted(FIGURES), default="steps")
-    parser.add_argument("--dataset", default="hd_200000x5000x30")
-    parser.add_argument("--rounds", type=int, default=4, help="runs per setting")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--warmup", type=int, default=30, help="steps: untimed steps first (they compile)")
-    parser.add_argument("--steps", type=int, default=100, help="steps: timed steps")
-    parser.add_argument("--iterations", type=int, default=20, help="warm_start: updates")
+    add_part_options(parser)
     args = parser.parse_args()
 
     arms = {"a": parse_env(args.a), "b": parse_env(args.b)}
@@ -76,14 +58,11 @@ def main() -> None:
     figures: dict[str, list[float]] = {"a": [], "b": []}
     figure = run_once(args, arms["a"])
     print(f"not counted: a {figure:8.1f}", flush=True)
-    for i, arm in enumerate(order(args.rounds)):
+    for i, arm in enumerate(order(args.rounds, "a", "b")):
         figure = run_once(args, arms[arm])
         figures[arm].append(figure)
         print(f"run {i + 1:2d}  {arm}  {figure:8.1f}", flush=True)
-    a, b = statistics.median(figures["a"]), statistics.median(figures["b"])
-    print(f"median: a {a:.1f}, b {b:.1f} ({unit}); a/b {a / b:.3f}")
-    print(f"range: a {min(figures['a']):.1f}-{max(figures['a']):.1f}, "
-          f"b {min(figures['b']):.1f}-{max(figures['b']):.1f}")
+    print_summary(figures, unit)
 
 
 if __name__ == "__main__":

@@ -34,9 +34,17 @@ FIGURES = {"steps": re.compile(r"^\s+total\s+([\d.]+)", re.M),
            "warm_start": re.compile(r"iterations: [\d.]+ s \((\d+) ms each\)")}
 
 
-def order(rounds: int) -> list[str]:
+def order(rounds: int, first: str = "off", second: str = "on") -> list[str]:
     """off, on, on, off, off, on, ...: every round reverses the one before, so a steady drift cancels."""
-    return [name for r in range(rounds) for name in (("off", "on") if r % 2 == 0 else ("on", "off"))]
+    return [name for r in range(rounds) for name in ((first, second) if r % 2 == 0 else (second, first))]
+
+
+def print_summary(figures: dict[str, list[float]], unit: str, prefix: str = "") -> None:
+    """The median of each of the two settings, their ratio and their ranges."""
+    (first, low), (second, high) = figures.items()
+    a, b = statistics.median(low), statistics.median(high)
+    print(f"median: {prefix}{first} {a:.1f}, {second} {b:.1f} ({unit}); {first}/{second} {a / b:.3f}")
+    print(f"range: {prefix}{first} {min(low):.1f}-{max(low):.1f}, {second} {min(high):.1f}-{max(high):.1f}")
 
 
 def perf_shares(record: Path) -> tuple[float, float]:
@@ -52,15 +60,19 @@ def perf_shares(record: Path) -> tuple[float, float]:
     return allocator, libc
 
 
-def run_once(args: argparse.Namespace, setting: str, record: Path | None) -> tuple[float, str]:
-    """One run of the part under the setting; returns its figure (ms per step or per update) and the perf shares."""
+def part_command(args: argparse.Namespace) -> list[str]:
+    """The command that runs the part once (shared with ``env_ab.py``)."""
     if args.part == "steps":
         cmd = [sys.executable, str(HERE / "minibatch_step.py"), "--warmup", str(args.warmup)]
         cmd += ["--steps", str(args.steps)]
     else:
         cmd = [sys.executable, str(HERE / "warm_start_cost.py"), "--iterations", str(args.iterations)]
-    cmd += ["--dataset", args.dataset, "--threads", str(args.threads)]
-    cmd += ["--perf-record", str(record)] if record else []
+    return cmd + ["--dataset", args.dataset, "--threads", str(args.threads)]
+
+
+def run_once(args: argparse.Namespace, setting: str, record: Path | None) -> tuple[float, str]:
+    """One run of the part under the setting; returns its figure (ms per step or per update) and the perf shares."""
+    cmd = part_command(args) + (["--perf-record", str(record)] if record else [])
     env = {**os.environ, "GLIBC_TUNABLES": SETTINGS[setting]}
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     figure = float(FIGURES[args.part].search(out).group(1))
@@ -70,8 +82,8 @@ def run_once(args: argparse.Namespace, setting: str, record: Path | None) -> tup
     return figure, f"  allocator {allocator:5.2f} %  libc {libc:5.2f} %"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_part_options(parser: argparse.ArgumentParser) -> None:
+    """The options that choose and size the part run (shared with ``env_ab.py``)."""
     parser.add_argument("--part", choices=sorted(FIGURES), default="steps")
     parser.add_argument("--dataset", default="hd_200000x5000x30")
     parser.add_argument("--rounds", type=int, default=4, help="runs per setting")
@@ -79,6 +91,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=30, help="steps: untimed steps first (they compile)")
     parser.add_argument("--steps", type=int, default=100, help="steps: timed steps")
     parser.add_argument("--iterations", type=int, default=20, help="warm_start: updates")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_part_options(parser)
     parser.add_argument("--perf", action="store_true", help="the share of the part's time in glibc's allocator")
     parser.add_argument("--no-settle", dest="settle", action="store_false", help="count the first run too")
     args = parser.parse_args()
@@ -95,10 +112,7 @@ def main() -> None:
             figure, shares = run_once(args, setting, record)
             figures[setting].append(figure)
             print(f"run {i + 1:2d}  cache {setting:3s}  {figure:8.1f}{shares}", flush=True)
-    off, on = statistics.median(figures["off"]), statistics.median(figures["on"])
-    print(f"median: cache off {off:.1f}, on {on:.1f} ({unit}); off/on {off / on:.3f}")
-    print(f"range: cache off {min(figures['off']):.1f}-{max(figures['off']):.1f}, "
-          f"on {min(figures['on']):.1f}-{max(figures['on']):.1f}")
+    print_summary(figures, unit, prefix="cache ")
 
 
 if __name__ == "__main__":
