@@ -6,9 +6,9 @@
 ``bench/minibatch_step.py`` times the training step in a process of its own; this looks at the real run
 instead, once its log has reached ``--after-epoch``. Over ``--seconds`` it takes, per thread, CPU time
 (user and system), minor page faults and context switches from ``/proc``, the memory in transparent huge
-pages at its start and end, and a ``perf record`` of every
-thread at 499 Hz; then it prints those figures, the epochs the window covered (from the log's timestamps)
-and perf's shares by shared object, by thread and by symbol. The perf data stays in ``<out>.perf.data``
+pages at its start and end, and a ``perf record`` of every thread at 499 Hz; then it prints those figures,
+the epochs the window covered (from the log's timestamps) and perf's shares by shared object, by thread
+and by symbol. The perf data stays in ``<out>.perf.data``
 and the figures in ``<out>.json``.
 """
 
@@ -73,8 +73,8 @@ def thread_counters(pid: int) -> dict[int, dict[str, float]]:
     return counters
 
 
-def huge_pages_mib(pid: int) -> float:
-    """Resident MiB of the process backed by transparent huge pages (AnonHugePages)."""
+def huge_pages_mib(pid: int | str = "self") -> float:
+    """Resident MiB of the process backed by transparent huge pages (AnonHugePages); also ``minibatch_step.py``'s."""
     match = re.search(r"^AnonHugePages:\s+(\d+) kB", Path(f"/proc/{pid}/smaps_rollup").read_text(), re.M)
     return round(int(match.group(1)) / 1024, 1) if match else 0.0
 

@@ -19,11 +19,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cell2location_nf.inference.allocator import TCACHE_OFF
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from tcache_ab import FIGURES, add_part_options, order, part_command, print_summary  # noqa: E402
 
-PIPELINE_ENV = {"GLIBC_TUNABLES": "glibc.malloc.tcache_count=0"}  # nextflow.config's env for every task
+PIPELINE_ENV = {"GLIBC_TUNABLES": TCACHE_OFF}  # nextflow.config's env for every task
 
 
 def parse_env(pairs: list[str]) -> dict[str, str]:

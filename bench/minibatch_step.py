@@ -35,6 +35,7 @@ from cell2location_nf.stages.mapping import MappingSettings, _LocationBatches, b
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from attach_profile import huge_pages_mib  # noqa: E402
 from perf_sampling import perf_record  # noqa: E402
 
 PHASES = ("load", "loss", "backward", "adam")
@@ -50,14 +51,6 @@ def step_inputs(data: Path, batch_size: int):
     guide = MeanFieldGuide(model.initial_values(batch_index), local_sites=LOCAL_SITES)
     loader = _LocationBatches(adata.X, batch_index, model.n_batches, batch_size, torch.device("cpu"), settings.seed)
     return model, guide, loader
-
-
-def huge_pages_mib() -> float:
-    """This process's memory in transparent huge pages (AnonHugePages of /proc/self/smaps_rollup)."""
-    for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
-        if line.startswith("AnonHugePages:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def endless(loader):

@@ -103,7 +103,6 @@ def test_pipeline_tasks_start_with_the_tcache_setting():
     assert re.search(r"GLIBC_TUNABLES\s*=\s*'([^']*)'", env_scope).group(1) == TCACHE_OFF
 
 
-
 # Ask for huge pages as the CLI does, then import torch, fill a 64 MiB tensor and read how much of the mapping
 # that holds it the kernel backs with transparent huge pages (/proc/self/smaps).
 HUGE_PAGE_PROBE = """
